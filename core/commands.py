@@ -1,0 +1,263 @@
+"""Sub-commands of the shared kernel: ``stat``, ``eval``, ``train``, ``finetune``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from torch import nn
+
+from prunegym.core.checkpoint import load_model, read_checkpoint
+from prunegym.core.cli_util import (
+    add_command,
+    add_config_flags,
+    config_from_args,
+    fmt_int,
+    prepare_run_dir,
+    print_json,
+    progress_bar,
+    stdout,
+)
+from prunegym.core.data import DataSplits, load_data
+from prunegym.core.errors import UserError
+from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
+from prunegym.core.models import model_info
+from prunegym.core.stats import model_stats
+from prunegym.core.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def load_model_and_data(
+    *, model: str, weights: str | None, data: str | None, val_size: int | None = None, seed: int = 0
+) -> tuple[nn.Module, DataSplits | None]:
+    """The model (zoo name, factory, or saved prunegym model) and, if given, the data it must fit."""
+    splits = load_data(data, val_size=val_size, seed=seed) if data else None
+    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
+    net = load_model(model, weights=weights, **kwargs)
+    if splits is not None:
+        check_model_fits_data(net, input_shape=splits.input_shape, num_classes=splits.num_classes, data_name=data)
+    return net, splits
+
+
+def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | None, explicit: str | None) -> tuple:
+    if explicit:
+        try:
+            shape = tuple(int(v) for v in explicit.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise UserError(f"--input-shape {explicit!r} must be C,H,W such as 3,32,32")
+        return shape
+    if data is not None:
+        return data.input_shape
+    if Path(model_arg).exists():
+        saved = read_checkpoint(model_arg).get("input_shape") or (read_checkpoint(model_arg).get("policy") or {}).get(
+            "input_shape"
+        )
+        if saved:
+            return tuple(saved)
+    info = model_info(model)
+    if info is not None and info.input_shape is not None:
+        return info.input_shape
+    raise UserError("cannot tell the input shape of this model; pass --input-shape C,H,W or --data SPEC")
+
+
+# --------------------------------------------------------------------------------------------- stat
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
+    shape = resolve_input_shape(net, model_arg=args.model, data=splits, explicit=args.input_shape)
+    stats = model_stats(net, input_shape=shape)
+    if args.json:
+        print_json({"model": args.model, "input_shape": list(shape), **stats.to_dict()})
+        return 0
+    table = Table(title=f"{args.model} — input {tuple(shape)}", caption=stats.to_dict()["convention"])
+    for col in ("layer", "type", "in", "out", "output", "MACs", "params"):
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for layer in stats.layers:
+        table.add_row(
+            layer.name,
+            layer.type,
+            str(layer.in_channels),
+            str(layer.out_channels),
+            "×".join(map(str, layer.output_size)),
+            fmt_int(layer.macs),
+            fmt_int(layer.params),
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", "", fmt_int(stats.macs), fmt_int(stats.params))
+    stdout.print(table)
+    stdout.print(
+        f"MACs {fmt_int(stats.macs)}  params {fmt_int(stats.params)}  "
+        f"operations (DeePhi: 2·MACs + bias adds) {fmt_int(stats.ops_deephi)}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
+    assert splits is not None
+    x, y = {
+        "test": (splits.test_x, splits.test_y),
+        "val": (splits.val_x, splits.val_y),
+        "train": (splits.train_x, splits.train_y),
+    }[args.split]
+    mean, std = input_norm(net, mean=splits.mean, std=splits.std)
+    if args.bn_recalib:
+        recalibrate_bn(net, splits.train_x, mean=mean, std=std, num_images=args.bn_recalib)
+    result = evaluate(
+        net,
+        x,
+        y,
+        mean=mean,
+        std=std,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        progress=not args.json,
+        desc=f"eval {args.split}",
+    )
+    if args.json:
+        print_json({"split": args.split, **result.to_dict()})
+    else:
+        stdout.print(
+            f"{args.split}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  (n={result.n}, loss {result.loss:.4f})"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- train / finetune
+
+TRAIN_HELP = {
+    "model": "zoo name, package.module:factory, or a saved prunegym model (file or run folder)",
+    "data": "data spec: cifar10:DIR, cifar100:DIR, mnist:DIR, fashion-mnist:DIR, folder:DIR, digits",
+    "out": "run folder (config.yaml, last.pt, best.pt, tb/, metrics.jsonl)",
+    "weights": "initial weights (state_dict or checkpoint)",
+    "teacher": "model to distill from (zoo name or saved prunegym model)",
+    "augment": "none | crop | crop+flip (default: the dataset's)",
+    "acc_name": "top1 | top5: the accuracy that selects the best checkpoint",
+    "max_steps_per_epoch": "cap steps per epoch (quick runs)",
+}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """``prunegym finetune``: the same loop with finetuning defaults (low LR, short schedule, no warm-up)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    warmup_epochs: float = 0.0
+
+
+def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str) -> int:
+    cfg = config_from_args(cls, args)
+    net, splits = load_model_and_data(
+        model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
+    )
+    assert splits is not None
+    teacher = None
+    if cfg.teacher:
+        teacher, _ = load_model_and_data(model=cfg.teacher, weights=cfg.teacher_weights, data=None)
+        check_model_fits_data(
+            teacher, input_shape=splits.input_shape, num_classes=splits.num_classes, data_name=cfg.data
+        )
+    run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command=command)
+    policy = None
+    if Path(cfg.model).exists():
+        policy = read_checkpoint(cfg.model).get("policy")
+    with progress_bar() as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def on_step(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
+            bar.update(
+                task,
+                description=phase,
+                completed=done,
+                total=total,
+                info=f"loss {metrics['loss']:.3f} lr {metrics['lr']:.4f}",
+            )
+
+        result = train(
+            config=cfg,
+            model=net,
+            data=splits,
+            run_dir=run_dir,
+            teacher=teacher,
+            policy=policy,
+            resume=args.resume,
+            progress=on_step,
+        )
+    stdout.print(
+        f"best epoch {result.best_epoch + 1}: val top-1 {result.best_val.top1:.2f}%"
+        + (f"; test top-1 {result.test.top1:.2f}% top-5 {result.test.top5:.2f}%" if result.test else "")
+        + f"  ({result.seconds:.0f} s) → {run_dir / 'best.pt'}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "stat",
+        help="per-layer MACs, params and output sizes, with totals",
+        example="prunegym stat --model resnet56 --json",
+    )
+    p.add_argument("--model", required=True, help=TRAIN_HELP["model"])
+    p.add_argument("--weights", help="weights to load (checked against the model)")
+    p.add_argument("--data", help="data spec, to take the input shape and class count from")
+    p.add_argument("--input-shape", help="C,H,W (default: the model's or the data's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (params, macs, layers)")
+    p.set_defaults(func=cmd_stat)
+
+    p = add_command(
+        sub,
+        "eval",
+        help="top-1/top-5 accuracy on a split (the test split by default)",
+        example="prunegym eval --model resnet56 --weights ../shared/data/pretrained/resnet56-4bfd9763.th "
+        "--data cifar10:../shared/data/cifar-10-batches-py --json",
+    )
+    p.add_argument("--model", required=True, help=TRAIN_HELP["model"])
+    p.add_argument("--weights", help="weights to load")
+    p.add_argument("--data", required=True, help=TRAIN_HELP["data"])
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
+    p.add_argument("--batch-size", type=int, default=500, help="images per batch")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument(
+        "--bn-recalib",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate BatchNorm statistics on N training images first",
+    )
+    p.add_argument("--json", action="store_true", help="print {top1, top5, n} as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    for name, cls, text, example in (
+        (
+            "train",
+            TrainConfig,
+            "train a model (SGD, cosine LR, warm-up, optional distillation)",
+            "prunegym train --model smallcnn --data digits --epochs 20 --out runs/digits-smallcnn",
+        ),
+        (
+            "finetune",
+            FinetuneConfig,
+            "finetune trained or pruned weights (low LR; optional distillation)",
+            "prunegym finetune --model resnet20 --weights ../shared/data/pretrained/resnet20-12fca82f.th "
+            "--data cifar10:../shared/data/cifar-10-batches-py --epochs 1 --out runs/r20-ft",
+        ),
+    ):
+        p = add_command(sub, name, help=text, example=example)
+        add_config_flags(p, cls, help=TRAIN_HELP)
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        p.set_defaults(func=lambda a, cls=cls, name=name: _run_training(a, cls, name))
+
+
+__all__ = ["FinetuneConfig", "load_model_and_data", "register", "resolve_input_shape"]

@@ -1,0 +1,112 @@
+"""Analytic model statistics: per-layer MACs, parameters and output sizes.
+
+Convention: MACs count the multiply-accumulates of Conv2d and Linear layers only,
+``MACs(conv) = C_out · (C_in / groups) · k_h · k_w · H_out · W_out`` and ``MACs(linear) = in · out``;
+BatchNorm, activations, pooling, residual additions and bias additions are not counted. Parameters count
+every parameter of the model (BatchNorm affine weights included). ``ops_deephi`` is DeePhi/Vitis-AI's
+"operations" figure, ``2 · MACs + bias additions`` (one per output element of a layer with bias).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerStat:
+    name: str
+    type: str
+    in_channels: int
+    out_channels: int
+    output_size: tuple[int, ...]
+    macs: int
+    params: int
+    bias_adds: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    params: int
+    macs: int
+    ops_deephi: int
+    layers: tuple[LayerStat, ...]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["convention"] = "MACs of Conv2d+Linear (bias, BN, pooling not counted); ops_deephi = 2*MACs + bias adds"
+        return d
+
+
+def _layer_stat(name: str, module: nn.Module, out: torch.Tensor) -> LayerStat | None:
+    params = sum(p.numel() for p in module.parameters(recurse=False))
+    per_sample = out.shape[1:]
+    out_elems = int(torch.Size(per_sample).numel())
+    has_bias = getattr(module, "bias", None) is not None
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        macs = out_elems * (module.in_channels // module.groups) * kh * kw
+        return LayerStat(
+            name=name,
+            type="Conv2d" if module.groups == 1 else ("DWConv2d" if module.groups == module.in_channels else "GConv2d"),
+            in_channels=module.in_channels,
+            out_channels=module.out_channels,
+            output_size=tuple(int(s) for s in per_sample),
+            macs=macs,
+            params=params,
+            bias_adds=out_elems if has_bias else 0,
+            kernel=(kh, kw),
+            stride=tuple(module.stride),  # type: ignore[arg-type]
+            groups=module.groups,
+        )
+    if isinstance(module, nn.Linear):
+        rows = out_elems // module.out_features
+        return LayerStat(
+            name=name,
+            type="Linear",
+            in_channels=module.in_features,
+            out_channels=module.out_features,
+            output_size=tuple(int(s) for s in per_sample),
+            macs=rows * module.in_features * module.out_features,
+            params=params,
+            bias_adds=out_elems if has_bias else 0,
+        )
+    return None
+
+
+@torch.no_grad()
+def model_stats(model: nn.Module, *, input_shape: tuple[int, int, int]) -> ModelStats:
+    """Count MACs and parameters with one forward pass of a zero batch of shape ``(1, *input_shape)``."""
+    records: dict[str, LayerStat] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+
+            def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor, name: str = name) -> None:
+                stat = _layer_stat(name, mod, out)
+                if stat is not None:
+                    records[name] = stat
+
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    layers = tuple(records[name] for name, _ in model.named_modules() if name in records)
+    macs = sum(layer.macs for layer in layers)
+    return ModelStats(
+        params=sum(p.numel() for p in model.parameters()),
+        macs=macs,
+        ops_deephi=2 * macs + sum(layer.bias_adds for layer in layers),
+        layers=layers,
+    )

@@ -1,0 +1,327 @@
+"""Training and finetuning: SGD + momentum, cosine LR with linear warm-up, label smoothing, knowledge
+distillation, TensorBoard scalars, a checkpoint every epoch carrying the resolved config, and exact resume.
+
+The loop reads top to bottom (nanoGPT-style): pure helpers (:func:`get_lr`, :func:`distillation_loss`), then
+:func:`train`. Shuffling and augmentation are seeded per epoch, so a resumed run replays the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunegym.core.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from prunegym.core.config import config_to_dict
+from prunegym.core.data import DataSplits, iterate_batches, num_batches
+from prunegym.core.errors import CheckpointError, UserError
+from prunegym.core.evaluate import EvalResult, evaluate, input_norm
+from prunegym.core.io import append_jsonl, atomic_torch_save
+from prunegym.core.models import model_info
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``prunegym train`` / ``prunegym finetune`` (every field is a CLI flag and a config key)."""
+
+    model: str
+    data: str
+    out: str
+    weights: str | None = None
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    augment: str | None = None  # none | crop | crop+flip; None = the dataset's default
+    teacher: str | None = None  # a model spec or a saved prunegym model to distill from
+    teacher_weights: str | None = None
+    kd_alpha: float = 0.9  # weight of the distillation term
+    kd_temperature: float = 4.0
+    val_size: int | None = None
+    acc_name: str = "top1"  # top1 | top5: which accuracy picks the best checkpoint
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # cap for quick runs and tests
+    eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise UserError(f"batch_size must be ≥ 2 (BatchNorm needs it), got {self.batch_size}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.acc_name not in {"top1", "top5"}:
+            raise UserError(f"acc_name must be top1 or top5, got {self.acc_name!r}")
+        if self.augment not in {None, "none", "crop", "crop+flip"}:
+            raise UserError(f"augment must be none, crop or crop+flip, got {self.augment!r}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise UserError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int
+    best_val: EvalResult
+    test: EvalResult | None
+    seconds: float
+
+
+def get_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warm-up for ``warmup_steps``, then cosine decay from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Hinton et al. 2015: ``alpha·T²·KL(teacher_T ‖ student_T) + (1 − alpha)·CE(student, labels)``."""
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+    return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+def _checkpoint_payload(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    best: dict[str, Any],
+    config: TrainConfig,
+    policy: dict[str, Any] | None,
+) -> dict[str, Any]:
+    info = model_info(model)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": info.name if info else config.model,
+        "num_classes": info.num_classes if info else None,
+        "in_channels": info.in_channels if info else None,
+        "policy": policy,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "config": config_to_dict(config),
+    }
+
+
+def train(
+    *,
+    config: TrainConfig,
+    model: nn.Module,
+    data: DataSplits,
+    run_dir: Path,
+    teacher: nn.Module | None = None,
+    policy: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train``; select the best epoch on ``data.val``; checkpoint every epoch.
+
+    ``progress(phase, done, total, metrics)`` is called after every step (the CLI draws a bar with it).
+    ``policy`` (for pruned models) is stored in every checkpoint so they rebuild without pickled modules.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # slow import; only when training
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    mean, std = input_norm(model, mean=data.mean, std=data.std)
+    augment = config.augment or data.augment
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    steps_per_epoch = num_batches(len(data.train_x), config.batch_size, drop_last=True)
+    if config.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise UserError(f"training split has {len(data.train_x)} images, fewer than one batch of {config.batch_size}")
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+
+    start_epoch, step = 0, 0
+    best: dict[str, Any] = {"epoch": -1, "metric": -1.0, "val": None}
+    last_path = run_dir / LAST
+    if resume and last_path.exists():
+        ckpt = read_checkpoint(last_path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{last_path} is not a prunegym training checkpoint; remove it or pick another --out")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, step, best = int(ckpt["epoch"]) + 1, int(ckpt["step"]), dict(ckpt["best"])
+        log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch, step)
+    if start_epoch >= config.epochs:
+        log.info("%s already finished %d epochs", run_dir, config.epochs)
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=step if resume else None)
+    if teacher is not None:
+        teacher.eval()
+    t_mean, t_std = input_norm(teacher, mean=data.mean, std=data.std) if teacher is not None else (mean, std)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            running, seen = 0.0, 0
+            batches = iterate_batches(
+                data.train_x,
+                data.train_y,
+                batch_size=config.batch_size,
+                mean=(0.0,) * data.in_channels,
+                std=(1.0,) * data.in_channels,
+                shuffle=True,
+                augment=augment,
+                generator=gen,
+                drop_last=True,
+            )
+            for i, (xb01, yb) in enumerate(batches):
+                if i >= steps_per_epoch:
+                    break
+                # iterate_batches gave x/255 (mean 0, std 1): normalize per network so teacher and student may differ
+                xb = _normalize(xb01, mean, std)
+                lr = get_lr(
+                    step,
+                    total_steps=total_steps,
+                    warmup_steps=warmup_steps,
+                    base_lr=config.lr,
+                    min_lr=config.min_lr,
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = model(xb)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(_normalize(xb01, t_mean, t_std))
+                    loss = distillation_loss(
+                        logits,
+                        t_logits,
+                        yb,
+                        alpha=config.kd_alpha,
+                        temperature=config.kd_temperature,
+                        label_smoothing=config.label_smoothing,
+                    )
+                else:
+                    loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise UserError(f"loss became {float(loss)} at epoch {epoch} step {i}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                running += float(loss) * len(yb)
+                seen += len(yb)
+                if step % 20 == 0:
+                    writer.add_scalar("train/loss", float(loss), step)
+                    writer.add_scalar("train/lr", lr, step)
+                if progress is not None:
+                    progress(
+                        f"epoch {epoch + 1}/{config.epochs}",
+                        i + 1,
+                        steps_per_epoch,
+                        {"loss": running / seen, "lr": lr},
+                    )
+            val = evaluate(model, data.val_x, data.val_y, mean=mean, std=std)
+            metric = val.top1 if config.acc_name == "top1" else val.top5
+            writer.add_scalar("val/top1", val.top1, step)
+            writer.add_scalar("val/top5", val.top5, step)
+            writer.add_scalar("val/loss", val.loss, step)
+            writer.add_scalar("train/epoch_loss", running / max(seen, 1), step)
+            writer.flush()
+            is_best = metric > best["metric"]
+            if is_best:
+                best = {"epoch": epoch, "metric": metric, "val": val.to_dict()}
+            payload = _checkpoint_payload(
+                model=model,
+                optimizer=optimizer,
+                epoch=epoch,
+                step=step,
+                best=best,
+                config=config,
+                policy=policy,
+            )
+            if is_best:
+                atomic_torch_save(run_dir / BEST, payload)
+            atomic_torch_save(last_path, payload)  # last, so a crash between the two never loses the best
+            append_jsonl(
+                run_dir / "metrics.jsonl",
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "train_loss": running / max(seen, 1),
+                    **{f"val_{k}": v for k, v in val.to_dict().items()},
+                    "seconds": round(time.perf_counter() - t0, 2),
+                },
+            )
+            log.info(
+                "epoch %d: train loss %.4f, val top1 %.2f%% (best %.2f%% at epoch %d)",
+                epoch + 1,
+                running / max(seen, 1),
+                val.top1,
+                best["val"]["top1"],
+                best["epoch"] + 1,
+            )
+    finally:
+        writer.close()
+
+    best_ckpt = read_checkpoint(run_dir / BEST)
+    model.load_state_dict(best_ckpt["state_dict"])
+    test = None
+    if config.eval_test:
+        test = evaluate(model, data.test_x, data.test_y, mean=mean, std=std)
+        log.info("best epoch %d: test top1 %.2f%% top5 %.2f%%", best["epoch"] + 1, test.top1, test.top5)
+    bv = best["val"]
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=config.epochs,
+        best_epoch=int(best["epoch"]),
+        best_val=EvalResult(top1=bv["top1"], top5=bv["top5"], n=bv["n"], loss=bv["loss"]),
+        test=test,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _normalize(x01: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x01.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x01.dtype).view(1, -1, 1, 1)
+    return (x01 - m) / s
