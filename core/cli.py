@@ -18,6 +18,7 @@ from prunegym.core.errors import UserError
 COMMAND_MODULES = (
     "prunegym.core.commands",
     "prunegym.core.workflow_commands",
+    "prunegym.core.demo",
     "prunegym.env.commands",
     "prunegym.agents.commands",
     "prunegym.search.commands",

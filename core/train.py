@@ -243,16 +243,17 @@ def train(
                     )
                 else:
                     loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise UserError(f"loss became {float(loss)} at epoch {epoch} step {i}; lower --lr")
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise UserError(f"loss became {loss_value} at epoch {epoch} step {i}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
-                running += float(loss) * len(yb)
+                running += loss_value * len(yb)
                 seen += len(yb)
                 if step % 20 == 0:
-                    writer.add_scalar("train/loss", float(loss), step)
+                    writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", lr, step)
                 if progress is not None:
                     progress(

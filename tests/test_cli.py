@@ -1,0 +1,88 @@
+"""The CLI as a user meets it: exit codes, one-line errors, JSON outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunegym.core.cli import build_parser, main
+from prunegym.core.models import build_model
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_help_lists_commands_with_examples(capsys) -> None:
+    parser = build_parser()
+    text = parser.format_help()
+    for command in ("stat", "eval", "train", "finetune"):
+        assert command in text
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert "example:" in p.format_help(), name
+
+
+def test_stat_json_resnet56(capsys) -> None:
+    code, out, _ = run(capsys, "stat", "--model", "resnet56", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["params"] == 853_018 and obj["macs"] == 125_485_696
+    assert obj["layers"][0]["name"] == "conv1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (("stat", "--model", "resnet57"), "unknown model 'resnet57'; known models"),
+        (("stat", "--model", "resnet20", "--weights", "/nonexistent/w.th"), "checkpoint not found"),
+        (("eval", "--model", "smallcnn", "--data", "cifar10:/nonexistent"), "cifar10"),
+        (("eval", "--model", "smallcnn", "--data", "imagenet:/x"), "unknown"),
+        (("stat", "--model", "resnet20", "--input-shape", "3x32"), "must be C,H,W"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(capsys, argv, pattern) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert pattern in one_line_error(err)
+
+
+def test_class_count_mismatch(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(build_model("smallcnn", in_channels=1, num_classes=5).state_dict(), path)
+    code, _, err = run(capsys, "eval", "--model", "smallcnn", "--weights", str(path), "--data", "digits")
+    assert code == 2
+    assert "does not fit the model" in one_line_error(err)
+
+
+def test_unknown_config_key(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: smallcnn\ndata: digits\nworkspace: x\nlearning_rate: 1\n")
+    code, _, err = run(capsys, "train", "--config", str(cfg))
+    assert code == 2 and "unknown config key(s) learning_rate" in one_line_error(err)
+
+
+def test_train_eval_and_resume_from_the_cli(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ("train", "--model", "smallcnn", "--data", "digits", "--out", str(out), "--batch-size", "64", "--lr", "0.05")
+    code, _, _ = run(capsys, *base, "--epochs", "2")
+    assert code == 0 and (out / "best.pt").exists() and (out / "config.yaml").exists()
+    code, _, err = run(capsys, *base, "--epochs", "2")
+    assert code == 2 and "--resume" in one_line_error(err)
+    code, _, _ = run(capsys, *base, "--epochs", "3", "--resume")
+    assert code == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    code, out_json, _ = run(capsys, "eval", "--model", str(out / "best.pt"), "--data", "digits", "--json")
+    result = json.loads(out_json)
+    assert code == 0 and result["n"] == 359 and result["top1"] > 80.0
