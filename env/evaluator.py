@@ -1,0 +1,186 @@
+"""The honest evaluator: prune → BatchNorm re-calibration → optional short finetune → val accuracy.
+
+Accuracy is measured on a fixed split carved from the *training* set (``DataSplits.val``), never on the test
+split. Everything is seeded, so the same policy always gets the same accuracy; results are cached by the
+channel counts a policy produces (two ratios that round to the same channels are one candidate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunegym.core.data import DataSplits, iterate_batches
+from prunegym.core.errors import UserError
+from prunegym.core.evaluate import evaluate, input_norm, recalibrate_bn
+from prunegym.core.policy import Policy
+from prunegym.core.pruning import apply_policy, cost_table, kept_channels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """How a candidate policy is scored.
+
+    Args:
+        val_size: images of the val split (carved from the training set) to score on; AMC used 5,000 on CIFAR.
+        bn_recalib_images: training images used to re-estimate BatchNorm statistics after pruning (0 = off).
+        finetune_steps: SGD steps of short finetuning before scoring (0 = none, AMC's setting).
+        finetune_lr: learning rate of that finetune (momentum 0.9, weight decay 5e-4, constant).
+        finetune_batch_size: batch size of that finetune.
+        report_every: with a ``report`` callback, score every this many finetune steps (for early stopping).
+        batch_size: evaluation batch size.
+        criterion: channel-selection criterion of the pruner (l1, l2, taylor, bn_scale, fpgm, lsq).
+        round_to: channel counts rounded to this multiple.
+        calib_batches: batches of 64 training images given to data-driven criteria (taylor, lsq).
+        seed: seeds the BN re-calibration subset, the finetune batches and the finetune itself.
+        cache_size: how many evaluated candidates to remember.
+    """
+
+    val_size: int = 5000
+    bn_recalib_images: int = 500
+    finetune_steps: int = 0
+    finetune_lr: float = 0.01
+    finetune_batch_size: int = 64
+    report_every: int = 10
+    batch_size: int = 500
+    criterion: str = "l1"
+    round_to: int = 1
+    calib_batches: int = 4
+    seed: int = 0
+    cache_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.val_size < 1:
+            raise UserError(f"val_size must be ≥ 1, got {self.val_size}")
+        if self.finetune_steps < 0 or self.bn_recalib_images < 0:
+            raise UserError("finetune_steps and bn_recalib_images must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float  # top-1 percent on the val subset
+    top5: float
+    macs: int
+    params: int
+    kept: tuple[int, ...]
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    cached: bool = False
+    model: nn.Module | None = field(default=None, compare=False, repr=False)  # only when asked, never cached
+
+
+class Evaluator:
+    """Scores policies for one base model on one dataset. Build once, call :meth:`evaluate` per candidate."""
+
+    def __init__(
+        self, *, model: nn.Module, data: DataSplits, config: EvaluatorConfig, input_shape: tuple[int, int, int]
+    ) -> None:
+        if config.val_size > len(data.val_x):
+            raise UserError(
+                f"val_size {config.val_size} exceeds the {len(data.val_x)} val images of {data.spec}; "
+                "lower val_size or load the data with a larger val split"
+            )
+        self.model = model.eval()
+        self.data = data
+        self.config = config
+        self.input_shape = tuple(input_shape)
+        self.mean, self.std = input_norm(model, mean=data.mean, std=data.std)
+        self.table = cost_table(model, input_shape=self.input_shape)
+        self.group_names = tuple(self.table.channels)
+        self.base_macs, self.base_params = self.table.macs, self.table.params
+        self._val = (data.val_x[: config.val_size], data.val_y[: config.val_size])
+        self._cache: OrderedDict[tuple[int, ...], Evaluation] = OrderedDict()
+
+    def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
+        return tuple(kept_channels(n, ratios.get(g, 0.0), self.config.round_to) for g, n in self.table.channels.items())
+
+    def _calib(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.config.seed + 17)
+        batches = iterate_batches(self.data.train_x, self.data.train_y, batch_size=64, mean=self.mean, std=self.std,
+                                  shuffle=True, generator=g, limit=64 * self.config.calib_batches)  # fmt: skip
+        return list(batches)
+
+    def prune(self, ratios: Mapping[str, float]) -> nn.Module:
+        """The pruned model of ``ratios`` with BN re-calibrated (before any finetune)."""
+        cfg = self.config
+        calib = self._calib() if cfg.criterion in {"taylor", "lsq"} else None
+        policy = Policy(ratios=dict(ratios), round_to=cfg.round_to)
+        net = apply_policy(self.model, policy, input_shape=self.input_shape, criterion=cfg.criterion, calib=calib)
+        if cfg.bn_recalib_images:
+            recalibrate_bn(net, self.data.train_x, mean=self.mean, std=self.std, num_images=cfg.bn_recalib_images,
+                           seed=cfg.seed)  # fmt: skip
+        return net
+
+    def score(self, net: nn.Module) -> tuple[float, float]:
+        res = evaluate(net, *self._val, mean=self.mean, std=self.std, batch_size=self.config.batch_size)
+        return res.top1, res.top5
+
+    def finetune(self, net: nn.Module, *, report: Callable[[int, float], None] | None = None) -> nn.Module:
+        """``finetune_steps`` seeded SGD steps; ``report(step, accuracy)`` every ``report_every`` steps (it may
+        raise to stop early, e.g. ``optuna.TrialPruned``)."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.finetune_lr, momentum=0.9, weight_decay=5e-4)
+        step = 0
+        net.train()
+        while step < cfg.finetune_steps:
+            for xb, yb in iterate_batches(self.data.train_x, self.data.train_y, batch_size=cfg.finetune_batch_size,
+                                          mean=self.mean, std=self.std, shuffle=True, augment=self.data.augment,
+                                          generator=g, drop_last=True):  # fmt: skip
+                loss = F.cross_entropy(net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if report is not None and step % cfg.report_every == 0 and step < cfg.finetune_steps:
+                    report(step, self.score(net)[0])
+                    net.train()
+                if step >= cfg.finetune_steps:
+                    break
+        return net.eval()
+
+    def evaluate(
+        self,
+        ratios: Mapping[str, float],
+        *,
+        report: Callable[[int, float], None] | None = None,
+        keep_model: bool = False,
+    ) -> Evaluation:
+        """Score ``ratios`` (group → ratio; missing groups keep every channel).
+
+        With ``keep_model`` the pruned (and finetuned) model comes back in ``Evaluation.model``; a cached
+        candidate is then evaluated again rather than returned without its model.
+        """
+        kept = self.kept(ratios)
+        hit = None if keep_model else self._cache.get(kept)
+        if hit is not None:
+            self._cache.move_to_end(kept)
+            return replace(hit, cached=True, seconds={})
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        net = self.prune(ratios)
+        seconds["prune+bn"] = time.perf_counter() - t
+        if self.config.finetune_steps:
+            if report is not None:
+                report(0, self.score(net)[0])
+            t = time.perf_counter()
+            self.finetune(net, report=report)
+            seconds["finetune"] = time.perf_counter() - t
+        t = time.perf_counter()
+        top1, top5 = self.score(net)
+        seconds["eval"] = time.perf_counter() - t
+        macs, params = self.table.predict(ratios, round_to=self.config.round_to)
+        result = Evaluation(accuracy=top1, top5=top5, macs=macs, params=params, kept=kept, seconds=seconds)
+        self._cache[kept] = result
+        if len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+        return replace(result, model=net) if keep_model else result

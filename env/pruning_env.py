@@ -1,0 +1,244 @@
+"""``PruningEnv``: layer-wise pruning decisions as a Gymnasium environment (AMC, He et al. 2018)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from prunegym.core.errors import UserError
+from prunegym.core.policy import Policy
+from prunegym.env.evaluator import Evaluator
+from prunegym.env.features import FEATURES, observation, static_features
+from prunegym.env.latency_models import LatencyModel
+from prunegym.env.rewards import RewardInputs, get_reward, needs_latency
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What the episode optimizes.
+
+    Args:
+        target: the constrained resource, "macs", "params" or "latency".
+        target_ratio: the fraction of the unpruned model's resource to keep (0.5 = half the MACs).
+        reward: reward name (see :mod:`prunegym.env.rewards`): acc, acc_flops, latency_soft, latency_hard.
+        min_ratio: smallest ratio an action maps to.
+        max_ratio: largest ratio an action maps to (and the ratio the action wall assumes for later groups).
+        action_wall: clip each action so the target stays reachable (AMC's resource-constrained mode).
+        latency_weight: the exponent w of the soft latency reward (MnasNet: −0.07).
+    """
+
+    target: str = "macs"
+    target_ratio: float = 0.5
+    reward: str = "acc"
+    min_ratio: float = 0.0
+    max_ratio: float = 0.8
+    action_wall: bool = True
+    latency_weight: float = -0.07
+
+    def __post_init__(self) -> None:
+        if self.target not in {"macs", "params", "latency"}:
+            raise UserError(f"target must be macs, params or latency, got {self.target!r}")
+        if not 0.0 <= self.min_ratio <= self.max_ratio < 1.0:
+            raise UserError(
+                f"need 0 ≤ min_ratio ≤ max_ratio < 1, got min_ratio={self.min_ratio}, max_ratio={self.max_ratio}"
+            )
+        if not 0.0 < self.target_ratio <= 1.0:
+            raise UserError(f"target_ratio must be in (0, 1], got {self.target_ratio}")
+        get_reward(self.reward)
+
+
+class PruningEnv(gym.Env):
+    """
+    ## Description
+    One episode prunes a trained model once: each step chooses the pruning ratio of one prunable group
+    (channels coupled through residual additions move together), in forward order. After the last group the
+    model is really pruned, BatchNorm is re-calibrated, optionally finetuned for a few steps, scored on a
+    held-out split of the training set, and (optionally) timed on the device. This is AMC's formulation
+    (He et al., ECCV 2018) with groups instead of single layers, so residual networks are supported.
+
+    ## Action Space
+    ``Box(-1, 1, (1,), float32)``: mapped linearly to a ratio in ``[min_ratio, max_ratio]``. With the action
+    wall on, the ratio is then raised to the smallest value that keeps the target reachable if every later
+    group were pruned at ``max_ratio`` (AMC's ``_action_wall``), computed exactly with the cost table
+    (MACs/params) or the latency predictor (latency with a predicted-latency model).
+
+    ## Observation Space
+    ``Box(0, 1, (10,), float32)``, AMC's layer features, each normalized to [0, 1]:
+
+    | Num | Observation  | Meaning                                                   |
+    |-----|--------------|-----------------------------------------------------------|
+    | 0   | index        | position of the group in forward order                    |
+    | 1   | type         | conv 0, depthwise-coupled 0.5, linear 1                   |
+    | 2   | in_channels  | input channels of the group's root layer                  |
+    | 3   | out_channels | channels of the group                                     |
+    | 4   | stride       | stride of the root layer                                  |
+    | 5   | kernel       | kernel size of the root layer                             |
+    | 6   | macs         | MACs the group's ratio scales                             |
+    | 7   | macs_reduced | MACs already removed by earlier actions / total MACs      |
+    | 8   | macs_rest    | MACs of the later groups / total MACs                     |
+    | 9   | prev_action  | the previous group's ratio                                |
+
+    ## Rewards
+    0 on every step but the last; then the named reward (``acc``, ``acc_flops``, ``latency_soft``,
+    ``latency_hard``) of the evaluated model, accuracy as a fraction.
+
+    ## Episode End
+    Terminates after the last prunable group; never truncates.
+
+    ## Arguments
+    ``PruningEnv(evaluator=..., config=EnvConfig(...), latency=None)``: the evaluator owns the base model, the
+    data and the scoring; ``latency`` is a :class:`~prunegym.env.latency_models.LatencyModel` or None.
+    The final ``info`` carries ``policy``, ``reward``, ``accuracy``, ``top5``, ``macs``, ``macs_ratio``,
+    ``params_ratio``, ``latency_ms``, ``latency_ratio``, ``episode_actions`` and ``seconds`` (wall time per phase;
+    the only non-deterministic entry).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
+
+    def __init__(self, *, evaluator: Evaluator, config: EnvConfig, latency: LatencyModel | None = None) -> None:
+        super().__init__()
+        if (needs_latency(config.reward) or config.target == "latency") and latency is None:
+            raise UserError(f"reward '{config.reward}' / target '{config.target}' needs a latency model; "
+                            "pass --latency measured or --latency predicted")  # fmt: skip
+        self.evaluator = evaluator
+        self.config = config
+        self.latency = latency
+        self.table = evaluator.table
+        self.group_names = evaluator.group_names
+        if not self.group_names:
+            raise UserError("the model has no prunable groups; nothing to search")
+        from prunegym.core.pruning import prunable_groups
+
+        self.groups = prunable_groups(evaluator.model, input_shape=evaluator.input_shape)
+        self.num_groups = len(self.groups)
+        self._static = static_features(self.groups)
+        self.total_macs = float(self.table.macs)
+        self.observation_space = spaces.Box(0.0, 1.0, (len(FEATURES),), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.target_ms = latency.baseline_ms * config.target_ratio if latency is not None else None
+        self._check_reachable()
+        self._ratios: dict[str, float] = {}
+        self._index = 0
+        self._prev = 0.0
+
+    # ------------------------------------------------------------------------------------------- budget
+
+    def _resource(self, ratios: Mapping[str, float]) -> float:
+        macs, params = self.table.predict(ratios, round_to=self.evaluator.config.round_to)
+        if self.config.target == "params":
+            return params / self.table.params
+        return macs / self.table.macs  # macs, and the MACs proxy of a measured-latency target
+
+    def _check_reachable(self) -> None:
+        if self.config.target == "latency" or not self.config.action_wall:
+            return
+        best = self._resource(dict.fromkeys(self.group_names, self.config.max_ratio))
+        if best > self.config.target_ratio + 1e-9:
+            raise UserError(
+                f"target {self.config.target}={self.config.target_ratio:.3f} is unreachable: even max_ratio "
+                f"{self.config.max_ratio} on every group keeps {best:.3f} (short by {best - self.config.target_ratio:.3f}); "
+                "raise max_ratio or target_ratio"
+            )
+
+    def _wall(self, ratio: float) -> float:
+        """AMC's action wall: the smallest ratio ≥ ``ratio`` that keeps the target reachable."""
+        cfg = self.config
+        if not cfg.action_wall or cfg.target == "latency":
+            return ratio
+        later = {g: cfg.max_ratio for g in self.group_names[self._index + 1 :]}
+
+        def fits(r: float) -> bool:
+            return (
+                self._resource({**self._ratios, self.group_names[self._index]: r, **later}) <= cfg.target_ratio + 1e-9
+            )
+
+        if fits(ratio):
+            return ratio
+        lo, hi = ratio, cfg.max_ratio
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        return hi
+
+    # ------------------------------------------------------------------------------------------- gym API
+
+    def _get_obs(self) -> np.ndarray:
+        i = min(self._index, self.num_groups - 1)
+        reduced = self.total_macs - self.table.predict(self._ratios, round_to=self.evaluator.config.round_to)[0]
+        rest = sum(g.group_macs for g in self.groups[i + 1 :])
+        return observation(self._static, index=i, macs_reduced=reduced, macs_rest=rest, total_macs=self.total_macs,
+                           prev_action=self._prev)  # fmt: skip
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._ratios, self._index, self._prev = {}, 0, 0.0
+        return self._get_obs(), {"group": self.group_names[0]}
+
+    def action_to_ratio(self, action: np.ndarray | float) -> float:
+        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+        cfg = self.config
+        return cfg.min_ratio + (a + 1.0) / 2.0 * (cfg.max_ratio - cfg.min_ratio)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._index >= self.num_groups:
+            raise RuntimeError("episode is over; call reset()")
+        name = self.group_names[self._index]
+        ratio = self._wall(self.action_to_ratio(action))
+        self._ratios[name] = ratio
+        self._prev = ratio
+        self._index += 1
+        if self._index < self.num_groups:
+            return self._get_obs(), 0.0, False, False, {"group": name, "ratio": ratio}
+        info = self._finish()
+        return self._get_obs(), float(info["reward"]), True, False, info
+
+    def _finish(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        lat = self.latency
+        result = self.evaluator.evaluate(self._ratios, keep_model=lat is not None and lat.needs_model)
+        seconds = dict(result.seconds)
+        latency_ms = None
+        if lat is not None:
+            t = time.perf_counter()
+            latency_ms = lat.latency_ms(model=result.model, ratios=self._ratios, kept=result.kept)
+            seconds["latency"] = time.perf_counter() - t
+        inputs = RewardInputs(accuracy=result.accuracy / 100.0, macs=result.macs, params=result.params,
+                              latency_ms=latency_ms, target_ms=self.target_ms,
+                              latency_weight=self.config.latency_weight)  # fmt: skip
+        reward = float(get_reward(self.config.reward)(inputs))
+        if not math.isfinite(reward):
+            raise RuntimeError(f"reward is {reward} for policy {self._ratios}")
+        seconds["total"] = time.perf_counter() - t0
+        return {
+            "policy": dict(self._ratios),
+            "reward": reward,
+            "accuracy": result.accuracy,
+            "top5": result.top5,
+            "macs": result.macs,
+            "params": result.params,
+            "macs_ratio": result.macs / self.table.macs,
+            "params_ratio": result.params / self.table.params,
+            "latency_ms": latency_ms,
+            "latency_ratio": None if latency_ms is None or lat is None else latency_ms / lat.baseline_ms,
+            "episode_actions": [self._ratios[g] for g in self.group_names],
+            "cached": result.cached,
+            "seconds": seconds,
+        }
+
+    def policy_from_info(self, info: Mapping[str, Any], *, source: str) -> Policy:
+        """The :class:`Policy` of a finished episode, with its measured figures as metrics."""
+        keys = ("macs_ratio", "params_ratio", "latency_ms", "latency_ratio", "top5")
+        metrics = {k: float(info[k]) for k in keys if info.get(k) is not None}
+        return Policy(ratios=dict(info["policy"]), source=source, round_to=self.evaluator.config.round_to,
+                      criterion=self.evaluator.config.criterion, input_shape=self.evaluator.input_shape,
+                      reward=float(info["reward"]), accuracy=float(info["accuracy"]), metrics=metrics)  # fmt: skip

@@ -1,0 +1,130 @@
+"""PruningEnv: Gymnasium/SB3 contract, determinism, action wall, budgets, vector envs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prunegym.core.checkpoint import save_model
+from prunegym.core.data import load_data
+from prunegym.core.errors import UserError
+from prunegym.core.models import build_model
+from prunegym.core.train import TrainConfig, train
+from prunegym.env import EnvSpec, build_env, make_env_fn
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory) -> Path:
+    """A small CNN trained for a few epochs on digits (real data, real accuracy), saved as a prunegym model."""
+    out = tmp_path_factory.mktemp("digits")
+    data = load_data("digits")
+    torch.manual_seed(0)
+    model = build_model("smallcnn", in_channels=1)
+    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=4, batch_size=64, lr=0.05, eval_test=False)
+    train(config=cfg, model=model, data=data, run_dir=out)
+    return save_model(out / "model.pt", model=model)
+
+
+def spec(model: Path, **kw) -> EnvSpec:
+    return EnvSpec(model=str(model), data="digits", val_size=280, bn_recalib_images=200, **kw)
+
+
+def rollout(env, actions, seed=0):
+    obs, _ = env.reset(seed=seed)
+    trace = [obs]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
+        trace.append((obs, reward, terminated, truncated, {k: v for k, v in info.items() if k != "seconds"}))
+    return trace
+
+
+def test_env_passes_gymnasium_and_sb3_checkers_without_warnings(digits_model: Path) -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    env = build_env(spec(digits_model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check(env, skip_render_check=True)
+        sb3_check(env, warn=True)
+
+
+def test_same_seed_and_actions_give_identical_trajectories(digits_model: Path) -> None:
+    actions = [0.3, -0.5, 0.9, -0.2]
+    a = rollout(build_env(spec(digits_model)), actions)
+    b = rollout(build_env(spec(digits_model)), actions)
+    assert np.array_equal(a[0], b[0])
+    for (o1, r1, t1, _, i1), (o2, r2, t2, _, i2) in zip(a[1:], b[1:], strict=True):
+        assert np.array_equal(o1, o2) and r1 == r2 and t1 == t2 and i1 == i2
+    final = a[-1]
+    assert final[2] is True and final[1] == pytest.approx(final[4]["accuracy"] / 100.0)
+    assert 40.0 < final[4]["accuracy"] <= 100.0  # far above chance (10%): a trained model, BN re-calibrated
+
+
+def test_observation_is_amc_features(digits_model: Path) -> None:
+    env = build_env(spec(digits_model))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (10,) and obs.dtype == np.float32
+    assert obs[0] == 0.0 and obs[7] == 0.0 and obs[9] == 0.0  # first group, nothing reduced, no previous action
+    obs, *_ = env.step(np.array([1.0], dtype=np.float32))  # max ratio on the first group
+    assert obs[0] == pytest.approx(1 / 3)  # index 1 of 4, min-max normalized
+    assert obs[7] > 0.0 and obs[9] == pytest.approx(0.8)
+
+
+def test_action_wall_keeps_the_macs_budget_even_for_all_zero_actions(digits_model: Path) -> None:
+    env = build_env(spec(digits_model, target_ratio=0.5))
+    info = rollout(env, [-1.0] * env.num_groups)[-1][4]
+    assert info["macs_ratio"] <= 0.5 + 1e-9
+    assert info["macs_ratio"] > 0.45  # the wall takes no more than it must
+    no_wall = build_env(spec(digits_model, target_ratio=0.5, action_wall=False))
+    assert rollout(no_wall, [-1.0] * env.num_groups)[-1][4]["macs_ratio"] == 1.0
+
+
+def test_cache_and_accuracy_guaranteed_reward(digits_model: Path) -> None:
+    env = build_env(spec(digits_model, reward="acc_flops", target_ratio=1.0))
+    first = rollout(env, [0.0] * env.num_groups)[-1]
+    again = rollout(env, [0.0] * env.num_groups)[-1]
+    assert again[4]["cached"] and not first[4]["cached"] and again[1] == first[1]
+    info = first[4]
+    assert first[1] == pytest.approx(-(1 - info["accuracy"] / 100) * np.log(info["macs"]))
+
+
+def test_bad_budgets_fail_before_any_episode(digits_model: Path) -> None:
+    with pytest.raises(
+        UserError, match=r"unreachable: even max_ratio 0.3 on every group keeps 0.475 \(short by 0.275\)"
+    ):
+        build_env(spec(digits_model, target_ratio=0.2, max_ratio=0.3))
+    with pytest.raises(UserError, match="min_ratio ≤ max_ratio"):
+        build_env(spec(digits_model, min_ratio=0.6, max_ratio=0.5))
+    with pytest.raises(UserError, match="needs a latency model"):
+        build_env(spec(digits_model, reward="latency_soft"))
+
+
+def test_measured_latency_in_info(digits_model: Path) -> None:
+    env = build_env(spec(digits_model, latency="measured", reward="latency_soft", target_ratio=0.7,
+                         latency_repeats=10))  # fmt: skip
+    info = rollout(env, [0.5] * env.num_groups)[-1][4]
+    assert info["latency_ms"] > 0 and info["latency_ratio"] > 0
+    expected = info["accuracy"] / 100 * (info["latency_ms"] / env.target_ms) ** -0.07
+    assert info["reward"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["dummy", "subproc"])
+def test_vector_envs(digits_model: Path, kind: str) -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    fns = [make_env_fn(spec(digits_model)) for _ in range(2)]
+    venv = DummyVecEnv(fns) if kind == "dummy" else SubprocVecEnv(fns, start_method="spawn")
+    try:
+        venv.reset()
+        n = venv.get_attr("num_groups")[0]
+        for _ in range(n):
+            _, rewards, dones, infos = venv.step(np.array([[0.2], [-0.4]], dtype=np.float32))
+        assert dones.all() and all(r > 0 for r in rewards)
+        assert infos[0]["policy"] != infos[1]["policy"]
+    finally:
+        venv.close()
