@@ -35,7 +35,7 @@ _WHERE = {
     "SEARCH_AGENTS": "search_config",
     "EpisodeRewardReplayBuffer": "buffer",
     "SearchConfig": "search_config",
-    "SearchSummary": "records",
+    "SearchSummary": "prunegym.core.records",
     "TruncatedNormalSchedule": "noise",
     "make_agent": "algorithms",
     "make_amc_ddpg": "ddpg",
@@ -49,4 +49,5 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'prunegym.agents' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"prunegym.agents.{_WHERE[name]}"), name)
+    where = _WHERE[name]
+    return getattr(importlib.import_module(where if "." in where else f"prunegym.agents.{where}"), name)

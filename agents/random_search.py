@@ -15,7 +15,7 @@ from gymnasium import Env
 
 from prunegym.agents.checkpoint import write_checkpoint
 from prunegym.agents.ddpg import num_groups_of
-from prunegym.agents.records import EpisodeRecorder, ProgressFn, SearchSummary
+from prunegym.core.records import EpisodeRecorder, ProgressFn, SearchSummary
 from prunegym.agents.search_config import SearchConfig, resume_point
 
 __all__ = ["run_random_search"]

@@ -21,7 +21,7 @@ from prunegym.agents.algorithms import make_agent
 from prunegym.agents.checkpoint import restore_agent, write_checkpoint
 from prunegym.agents.ddpg import num_groups_of
 from prunegym.agents.random_search import run_random_search
-from prunegym.agents.records import TENSORBOARD_DIR, EpisodeRecorder, ProgressFn, SearchSummary
+from prunegym.core.records import TENSORBOARD_DIR, EpisodeRecorder, ProgressFn, SearchSummary
 from prunegym.agents.search_config import SearchConfig, resume_point
 
 __all__ = ["SearchCallback", "SearchConfig", "SearchSummary", "run_search"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from prunegym.agents.algorithms import AGENT_NAMES
 from prunegym.agents.checkpoint import CHECKPOINTS_DIR, SearchCheckpoint, read_latest_checkpoint
-from prunegym.agents.records import EPISODES_FILE, truncate_episodes
+from prunegym.core.records import EPISODES_FILE, truncate_episodes
 from prunegym.core.errors import ConfigError, UserError
 
 __all__ = ["SEARCH_AGENTS", "SearchConfig", "resume_point"]

@@ -1,4 +1,4 @@
-"""What a search writes per finished episode, shared by the RL agents and random search.
+"""What a search writes per finished episode, shared by the RL agents, random search and the Optuna study.
 
 One line per episode in ``episodes.jsonl`` (keys :data:`RECORD_KEYS`), TensorBoard scalars indexed by episode
 under ``tensorboard/search``, and ``best_policy.yaml`` rewritten atomically whenever the reward improves.
