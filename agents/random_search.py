@@ -15,8 +15,8 @@ from gymnasium import Env
 
 from prunegym.agents.checkpoint import write_checkpoint
 from prunegym.agents.ddpg import num_groups_of
-from prunegym.core.records import EpisodeRecorder, ProgressFn, SearchSummary
 from prunegym.agents.search_config import SearchConfig, resume_point
+from prunegym.core.records import EpisodeRecorder, ProgressFn, SearchSummary, policy_template_of
 
 __all__ = ["run_random_search"]
 
@@ -53,6 +53,7 @@ def run_random_search(
         records=records,
         progress=progress,
         tensorboard=config.tensorboard,
+        policy_template=policy_template_of(env),
     )
     low = np.asarray(env.action_space.low, dtype=np.float64)
     high = np.asarray(env.action_space.high, dtype=np.float64)

@@ -21,8 +21,8 @@ from prunegym.agents.algorithms import make_agent
 from prunegym.agents.checkpoint import restore_agent, write_checkpoint
 from prunegym.agents.ddpg import num_groups_of
 from prunegym.agents.random_search import run_random_search
-from prunegym.core.records import TENSORBOARD_DIR, EpisodeRecorder, ProgressFn, SearchSummary
 from prunegym.agents.search_config import SearchConfig, resume_point
+from prunegym.core.records import TENSORBOARD_DIR, EpisodeRecorder, ProgressFn, SearchSummary, policy_template_of
 
 __all__ = ["SearchCallback", "SearchConfig", "SearchSummary", "run_search"]
 
@@ -124,6 +124,7 @@ def run_search(
         records=records,
         progress=progress,
         tensorboard=config.tensorboard,
+        policy_template=policy_template_of(env),
     )
     try:
         model = make_agent(

@@ -9,8 +9,8 @@ from typing import Any
 
 from prunegym.agents.algorithms import AGENT_NAMES
 from prunegym.agents.checkpoint import CHECKPOINTS_DIR, SearchCheckpoint, read_latest_checkpoint
-from prunegym.core.records import EPISODES_FILE, truncate_episodes
 from prunegym.core.errors import ConfigError, UserError
+from prunegym.core.records import EPISODES_FILE, truncate_episodes
 
 __all__ = ["SEARCH_AGENTS", "SearchConfig", "resume_point"]
 

@@ -93,6 +93,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def policy_template_of(env: Any) -> Policy | None:
+    """The env's policy metadata (model, round_to, criterion, input_shape), if it offers any."""
+    make = getattr(getattr(env, "unwrapped", env), "policy_template", None)
+    return make() if callable(make) else None
+
+
 def episode_record(*, episode: int, info: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
     """The ``episodes.jsonl`` line for a finished episode from the env's final ``info``."""
     missing = [k for k in ("policy", "reward") if k not in info]
@@ -170,6 +176,7 @@ class EpisodeRecorder:
         records: Sequence[Mapping[str, Any]] = (),
         progress: ProgressFn | None = None,
         tensorboard: bool = True,
+        policy_template: Policy | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.source = source
@@ -178,7 +185,7 @@ class EpisodeRecorder:
         self.episodes_done = len(records)
         best = best_record(records)
         self.best: dict[str, Any] | None = dict(best) if best is not None else None
-        self._policy_template: Policy | None = None
+        self._policy_template: Policy | None = policy_template  # model/round_to/criterion/input_shape of the env
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

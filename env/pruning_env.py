@@ -235,6 +235,14 @@ class PruningEnv(gym.Env):
             "seconds": seconds,
         }
 
+    def policy_template(self) -> Policy:
+        """A policy with no ratios carrying this env's model, rounding, criterion and input shape."""
+        from prunegym.core.models import model_info
+
+        info = model_info(self.evaluator.model)
+        return Policy(ratios={}, source="env", model=info.name if info else "", round_to=self.evaluator.config.round_to,
+                      criterion=self.evaluator.config.criterion, input_shape=self.evaluator.input_shape)  # fmt: skip
+
     def policy_from_info(self, info: Mapping[str, Any], *, source: str) -> Policy:
         """The :class:`Policy` of a finished episode, with its measured figures as metrics."""
         keys = ("macs_ratio", "params_ratio", "latency_ms", "latency_ratio", "top5")
