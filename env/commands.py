@@ -36,6 +36,7 @@ ENV_HELP = {
     "latency_table": "table from `prunegym latency build`",
     "provider": "ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt)",
     "threads": "intra-op threads for latency",
+    "torch_threads": "PyTorch intra-op threads of this process (empty: leave as is)",
 }
 
 

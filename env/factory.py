@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import gymnasium as gym
+import torch
 
 from prunegym.core.checkpoint import load_model
 from prunegym.core.data import load_data
@@ -50,6 +51,8 @@ class EnvSpec:
     threads: int = 1
     latency_batch: int = 1
     latency_repeats: int = 30
+    # process
+    torch_threads: int | None = 1  # intra-op threads for pruning/scoring (1 leaves a core to the latency session)
 
     def __post_init__(self) -> None:
         if self.latency not in {"none", "measured", "predicted"}:
@@ -80,7 +83,13 @@ def latency_config(spec: EnvSpec) -> LatencyConfig:
 
 
 def build_env(spec: EnvSpec) -> PruningEnv:
-    """Load model and data, build the evaluator and latency model, and return the environment."""
+    """Load model and data, build the evaluator and latency model, and return the environment.
+
+    Sets PyTorch's intra-op thread count to ``spec.torch_threads`` for this process (when not None): on a small
+    shared CPU one thread scores candidates faster than two fighting for a core with the latency measurement.
+    """
+    if spec.torch_threads is not None:
+        torch.set_num_threads(spec.torch_threads)
     data = load_data(spec.data, val_size=max(spec.val_size, 1) if spec.val_size else None, seed=spec.seed)
     model = load_model(spec.model, weights=spec.weights, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, input_shape=data.input_shape, num_classes=data.num_classes, data_name=spec.data)
