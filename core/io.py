@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
 import yaml
 
 
@@ -41,6 +40,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:
+    import torch  # lazily: this module also serves torch-free deploy code
+
     return _atomic(path, lambda f: torch.save(obj, f))
 
 

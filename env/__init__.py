@@ -1,16 +1,28 @@
-"""prunegym.env: the Gymnasium pruning environment, its evaluator, rewards and latency models."""
+"""prunegym.env: the Gymnasium pruning environment, its evaluator, rewards and latency models.
 
-from prunegym.env.evaluator import Evaluation, Evaluator, EvaluatorConfig
-from prunegym.env.factory import EnvSpec, build_env, make_env_fn
-from prunegym.env.pruning_env import EnvConfig, PruningEnv
+Names are imported lazily, so that torch-free code (the ONNX Runtime latency session used by ``deploy bench``)
+can import :mod:`prunegym.env.latency` without pulling in PyTorch.
+"""
 
-__all__ = [
-    "EnvConfig",
-    "EnvSpec",
-    "Evaluation",
-    "Evaluator",
-    "EvaluatorConfig",
-    "PruningEnv",
-    "build_env",
-    "make_env_fn",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "EnvConfig": "pruning_env",
+    "EnvSpec": "factory",
+    "Evaluation": "evaluator",
+    "Evaluator": "evaluator",
+    "EvaluatorConfig": "evaluator",
+    "PruningEnv": "pruning_env",
+    "build_env": "factory",
+    "make_env_fn": "factory",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'prunegym.env' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"prunegym.env.{_WHERE[name]}"), name)
