@@ -32,3 +32,22 @@ def resnet56_weights() -> Path:
     if not RESNET56.exists():
         pytest.skip("../shared/data/pretrained is absent")
     return RESNET56
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory) -> Path:
+    """A small CNN trained for a few epochs on digits (real data, real accuracy), saved as a prunegym model."""
+    import torch
+
+    from prunegym.core.checkpoint import save_model
+    from prunegym.core.data import load_data
+    from prunegym.core.models import build_model
+    from prunegym.core.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits")
+    data = load_data("digits")
+    torch.manual_seed(0)
+    model = build_model("smallcnn", in_channels=1)
+    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=4, batch_size=64, lr=0.05, eval_test=False)
+    train(config=cfg, model=model, data=data, run_dir=out)
+    return save_model(out / "model.pt", model=model)

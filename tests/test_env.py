@@ -7,26 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from prunegym.core.checkpoint import save_model
-from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
-from prunegym.core.models import build_model
-from prunegym.core.train import TrainConfig, train
 from prunegym.env import EnvSpec, build_env, make_env_fn
-
-
-@pytest.fixture(scope="module")
-def digits_model(tmp_path_factory) -> Path:
-    """A small CNN trained for a few epochs on digits (real data, real accuracy), saved as a prunegym model."""
-    out = tmp_path_factory.mktemp("digits")
-    data = load_data("digits")
-    torch.manual_seed(0)
-    model = build_model("smallcnn", in_channels=1)
-    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=4, batch_size=64, lr=0.05, eval_test=False)
-    train(config=cfg, model=model, data=data, run_dir=out)
-    return save_model(out / "model.pt", model=model)
 
 
 def spec(model: Path, **kw) -> EnvSpec:
