@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "prunegym.core.workflow_commands",
     "prunegym.core.demo",
     "prunegym.env.commands",
+    "prunegym.env.latency_commands",
     "prunegym.agents.commands",
     "prunegym.search.commands",
     "prunegym.deploy.commands",
