@@ -1,0 +1,48 @@
+"""Score the uniform policy (one ratio for every group, the smallest that meets the MAC target) with exactly
+the evaluator of a search run, and write it as a one-episode run folder that `prunegym compare` reads.
+
+    .venv/bin/python bench/uniform_policy.py --like runs/bench-r20-ddpg-s0 --out runs/bench-r20-uniform
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from prunegym.core.io import append_jsonl, write_yaml
+from prunegym.core.pruning import uniform_ratio_for_macs
+from prunegym.core.records import episode_record
+from prunegym.env.factory import EnvSpec, build_env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--like", required=True, help="a search run folder whose config.yaml defines the problem")
+    ap.add_argument("--out", required=True, help="run folder to write")
+    args = ap.parse_args()
+    cfg = yaml.safe_load((Path(args.like) / "config.yaml").read_text())
+    spec = EnvSpec(**{f.name: cfg[f.name] for f in dataclasses.fields(EnvSpec) if f.name in cfg})
+    env = build_env(spec)
+    ratio = uniform_ratio_for_macs(env.evaluator.model, input_shape=env.evaluator.input_shape,
+                                   target_macs_fraction=spec.target_ratio, round_to=spec.round_to)  # fmt: skip
+    action = 2.0 * (ratio - spec.min_ratio) / (spec.max_ratio - spec.min_ratio) - 1.0
+    env.reset(seed=spec.seed)
+    info: dict = {}
+    for _ in range(env.num_groups):
+        _, _, _, _, info = env.step(np.array([action], dtype=np.float32))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", {**{k: v for k, v in cfg.items() if k not in {"agent", "episodes"}},
+                                     "command": "uniform", "agent": "uniform", "episodes": 1})  # fmt: skip
+    (out / "episodes.jsonl").unlink(missing_ok=True)
+    append_jsonl(out / "episodes.jsonl", episode_record(episode=0, info=info, sigma=None))
+    env.policy_from_info(info, source="uniform").save(out / "best_policy.yaml")
+    print(f"uniform ratio {ratio:.4f}: val top-1 {info['accuracy']:.2f}%, MACs ratio {info['macs_ratio']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
