@@ -347,7 +347,8 @@ def _check_group(traced: _Traced, name: str, x: torch.Tensor) -> str | None:
     n = _out_channels(traced.modules[name])
     if n < 2:
         return "it has a single channel"
-    chans = [0] if n == 2 else [0, n - 1]
+    # an asymmetric set: a channel-reversing op would map {0, n-1} onto itself and pass unnoticed
+    chans = [0] if n <= 3 else [0, 1, n - 1]
     group = traced._root_group(name, chans)
     net = traced.net
     consumers = [m for m in traced._members(group) if m.role == "in"]
