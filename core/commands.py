@@ -169,9 +169,16 @@ def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str
             teacher, input_shape=splits.input_shape, num_classes=splits.num_classes, data_name=cfg.data
         )
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command=command)
-    policy = None
+    policy, extra, after_step = None, None, None
     if Path(cfg.model).exists():
-        policy = read_checkpoint(cfg.model).get("policy")
+        saved = read_checkpoint(cfg.model)
+        policy = saved.get("policy")
+        if saved.get("mask"):  # a masked ("sparse") model: keep its zeroed channels at zero while finetuning
+            from prunegym.core.masking import mask_keeper
+
+            shape = tuple(saved.get("input_shape") or splits.input_shape)
+            extra = {"mask": saved["mask"], "input_shape": list(shape)}
+            after_step = mask_keeper(net, saved["mask"], input_shape=shape)
     with progress_bar() as bar:
         task = bar.add_task("train", total=None, info="")
 
@@ -191,6 +198,8 @@ def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str
             run_dir=run_dir,
             teacher=teacher,
             policy=policy,
+            extra=extra,
+            after_step=after_step,
             resume=args.resume,
             progress=on_step,
         )

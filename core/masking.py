@@ -22,7 +22,7 @@ for a bare state_dict holding them use :func:`merge_prune_masks`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from prunegym.core.errors import UserError
 from prunegym.core.importance import Member, is_depthwise
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
@@ -167,6 +168,45 @@ def mask_policy(
     net.train(training)
     net.prunegym_mask = {name: list(idxs) for name, idxs in removed.items()}  # type: ignore[assignment]
     return net
+
+
+def mask_keeper(
+    model: nn.Module, mask: Mapping[str, Sequence[int]], *, input_shape: tuple[int, int, int]
+) -> Callable[[], None]:
+    """A function that (re-)zeroes the masked channels of ``model`` in place: call it after every optimizer step
+    so a masked ("sparse") model stays masked while it is finetuned, with a plain state_dict throughout.
+
+    ``mask`` is :attr:`prunegym_mask` (``{group: [removed channel indices]}``) as saved with the model.
+    """
+    training = model.training
+    model.eval()
+    traced = _Traced(model, input_shape)
+    model.train(training)
+    targets: list[tuple[torch.Tensor, list[int], float]] = []
+    for name, idxs in mask.items():
+        if name not in traced.candidates:
+            raise UserError(f"mask names group '{name}', which this model does not have; re-create the masked model")
+        for member in traced.members(name):
+            if member.role != "out":
+                continue
+            rows = _rows(member, set(idxs))
+            mod = member.module
+            if not rows:
+                continue
+            for pname in ("weight", "bias"):
+                param = getattr(mod, pname, None)
+                if isinstance(param, torch.Tensor):
+                    targets.append((param, rows, 0.0))
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
+                targets += [(mod.running_mean, rows, 0.0), (mod.running_var, rows, 1.0)]
+
+    @torch.no_grad()
+    def keep() -> None:
+        for tensor, rows, value in targets:
+            tensor[rows] = value
+
+    keep()
+    return keep
 
 
 @torch.no_grad()

@@ -125,9 +125,11 @@ def _checkpoint_payload(
     best: dict[str, Any],
     config: TrainConfig,
     policy: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     info = model_info(model)
     return {
+        **(extra or {}),
         "format": CHECKPOINT_FORMAT,
         "model": info.name if info else config.model,
         "num_classes": info.num_classes if info else None,
@@ -150,13 +152,17 @@ def train(
     run_dir: Path,
     teacher: nn.Module | None = None,
     policy: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    after_step: Callable[[], None] | None = None,
     resume: bool = False,
     progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``; select the best epoch on ``data.val``; checkpoint every epoch.
 
     ``progress(phase, done, total, metrics)`` is called after every step (the CLI draws a bar with it).
-    ``policy`` (for pruned models) is stored in every checkpoint so they rebuild without pickled modules.
+    ``policy`` (for pruned models) is stored in every checkpoint so they rebuild without pickled modules;
+    ``extra`` (e.g. a masked model's ``mask`` and ``input_shape``) too. ``after_step()`` runs after every
+    optimizer step (e.g. :func:`prunegym.core.masking.mask_keeper` keeps masked channels at zero).
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import; only when training
 
@@ -249,6 +255,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 step += 1
                 running += loss_value * len(yb)
                 seen += len(yb)
@@ -280,6 +288,7 @@ def train(
                 best=best,
                 config=config,
                 policy=policy,
+                extra=extra,
             )
             if is_best:
                 atomic_torch_save(run_dir / BEST, payload)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunegym.core.workflow as workflow
-from prunegym.core.checkpoint import load_model, save_model
+from prunegym.core.checkpoint import load_model, read_checkpoint, save_model
 from prunegym.core.cli import main
 from prunegym.core.data import DataSplits, load_data
 from prunegym.core.io import write_json
@@ -137,6 +137,50 @@ def test_transform_of_our_masked_model_is_exact(pruned: Path, base: Path, tmp_pa
     assert json.loads((dense / "summary.json").read_text())["max_abs_diff"] <= 1e-5
     assert max_abs_diff(load_model(str(masked)), load_model(str(dense)), input_shape=DIGITS) <= 1e-5
     assert stat_macs(dense) == stat_macs(pruned)  # the same channels as the dense prune
+
+
+def test_vai_p_flow_masked_prune_finetune_transform(pruned: Path, base: Path, tmp_path: Path) -> None:
+    """vai_p's order: a sparse (masked) model is finetuned with its zeros kept, then made dense."""
+    masked = tmp_path / "masked"
+    code, _, err = cli("prune", "--model", str(base), "--data", "digits", "--uniform", "--rate", "0.5", "--mode",
+                       "masked", "--bn-recalib-images", "200", "--out", str(masked))  # fmt: skip
+    assert code == 0, err
+    ft = tmp_path / "ft"
+    code, _, err = cli("finetune", "--model", str(masked / "model.pt"), "--data", "digits", "--epochs", "1",
+                       "--batch-size", "64", "--out", str(ft))  # fmt: skip
+    assert code == 0, err
+    before, after = load_model(str(masked / "model.pt")), load_model(str(ft / "best.pt"))
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True)
+    )
+    assert changed  # it did train
+    assert read_checkpoint(ft / "best.pt")["mask"] == read_checkpoint(masked / "model.pt")["mask"]
+    dense = tmp_path / "dense"
+    code, _, err = cli("transform", "--model", str(ft / "best.pt"), "--data", "digits", "--out", str(dense))
+    assert code == 0, err
+    assert json.loads((dense / "summary.json").read_text())["max_abs_diff"] <= 1e-5
+    assert stat_macs(dense) == stat_macs(pruned)  # every masked channel stayed dead through the finetune
+
+
+def test_mask_keeper_restores_zeros_that_an_update_disturbed(base: Path) -> None:
+    from prunegym.core.masking import mask_keeper, mask_policy, transform
+
+    model = load_model(str(base))
+    masked = mask_policy(model, Policy.uniform(GROUPS, 0.5), input_shape=DIGITS)
+    keep = mask_keeper(masked, masked.prunegym_mask, input_shape=DIGITS)
+    with torch.no_grad():  # an optimizer step that (unlike plain SGD through ReLU) moves the dead channels
+        for p in masked.parameters():
+            p.add_(0.01)
+    assert transform(masked, input_shape=DIGITS).model is not None
+    assert stat_macs_of(transform(masked, input_shape=DIGITS).model) == stat_macs_of(model)  # nothing is dead now
+    keep()
+    result = transform(masked, input_shape=DIGITS)
+    assert result.max_abs_diff <= 1e-5
+    assert stat_macs_of(result.model) < 0.5 * stat_macs_of(model)
+
+
+def stat_macs_of(model: nn.Module) -> int:
+    return model_stats(model, input_shape=DIGITS).macs
 
 
 def test_transform_of_a_torch_ln_structured_checkpoint(base: Path, tmp_path: Path) -> None:
