@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def digits_model(tmp_path_factory) -> Path:
     cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=4, batch_size=64, lr=0.05, eval_test=False)
     train(config=cfg, model=model, data=data, run_dir=out)
     return save_model(out / "model.pt", model=model)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """Small convs on a shared 2-core machine run far faster single-threaded (another job may hold a core)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from prunegym.core.data import load_data
+
+    return load_data("digits")

@@ -27,10 +27,10 @@ from prunegym.agents.checkpoint import read_latest_checkpoint, restore_agent
 from prunegym.agents.ddpg import AMCDDPG, make_amc_ddpg
 from prunegym.agents.noise import TruncatedNormalSchedule, sample_truncated_normal
 from prunegym.agents.plots import plot_policy, plot_search_curve
-from prunegym.core.records import RECORD_KEYS
 from prunegym.agents.runner import SearchConfig, run_search
 from prunegym.core.io import read_jsonl
 from prunegym.core.policy import Policy
+from prunegym.core.records import RECORD_KEYS
 
 MAX_RATIO = 0.9
 

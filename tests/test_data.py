@@ -106,9 +106,7 @@ def test_digits_shapes_sizes_and_partition() -> None:
     # The three splits are a partition of the 1797 images (as a multiset of image+label rows).
     bunch = load_digits()
     full = torch.from_numpy(np.clip(bunch.images * 16, 0, 255).astype(np.uint8))
-    full_rows = torch.cat(
-        [full.reshape(1797, -1), torch.from_numpy(bunch.target).to(torch.uint8)[:, None]], 1
-    )
+    full_rows = torch.cat([full.reshape(1797, -1), torch.from_numpy(bunch.target).to(torch.uint8)[:, None]], 1)
 
     def rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.cat([x.reshape(len(x), -1), y.to(torch.uint8)[:, None]], 1)
@@ -252,9 +250,7 @@ class _EvalPayload:
         return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
-@pytest.mark.parametrize(
-    ("payload_cls", "global_name"), [(_SystemPayload, "system"), (_EvalPayload, "builtins.eval")]
-)
+@pytest.mark.parametrize(("payload_cls", "global_name"), [(_SystemPayload, "system"), (_EvalPayload, "builtins.eval")])
 def test_restricted_unpickler_refuses_code(tmp_path: Path, payload_cls: type, global_name: str) -> None:
     root = tmp_path / "cifar"
     _write_cifar10(root)
@@ -435,9 +431,7 @@ def _shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def _matches(out: torch.Tensor, img: torch.Tensor, pad: int) -> bool:
-    return any(
-        torch.equal(out, _shifted(img, dy, dx)) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)
-    )
+    return any(torch.equal(out, _shifted(img, dy, dx)) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1))
 
 
 def test_iterate_batches_augmentation() -> None:
@@ -479,9 +473,7 @@ def test_iterate_batches_shuffle_limit_drop_last() -> None:
     dropped = list(iterate_batches(x, y, batch_size=3, limit=7, drop_last=True, **stats))
     assert len(dropped) == num_batches(7, 3, drop_last=True) == 2
     g = torch.Generator().manual_seed(0)
-    subset = [
-        yb for _, yb in iterate_batches(x, y, batch_size=4, shuffle=True, limit=5, generator=g, **stats)
-    ]
+    subset = [yb for _, yb in iterate_batches(x, y, batch_size=4, shuffle=True, limit=5, generator=g, **stats)]
     assert len(set(torch.cat(subset).tolist())) == 5
     with pytest.raises(DataError) as excinfo:
         next(iterate_batches(x, y, batch_size=3, augment="rotate", **stats))

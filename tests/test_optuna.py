@@ -7,37 +7,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from prunegym.core.checkpoint import save_model
 from prunegym.core.cli import main
-from prunegym.core.data import load_data
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.io import read_jsonl
-from prunegym.core.models import build_model
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy
 from prunegym.core.records import RECORD_KEYS
 from prunegym.core.stats import model_stats
-from prunegym.core.train import TrainConfig, train
 from prunegym.env import EnvSpec, build_env
 from prunegym.search.optuna_plots import ParetoPoint, pareto_front
 from prunegym.search.optuna_study import StudyConfig, load_run_study, run_study
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def digits_model(tmp_path_factory) -> Path:
-    """smallcnn trained for two epochs on digits (real data, real accuracy), saved as a prunegym model."""
-    out = tmp_path_factory.mktemp("digits")
-    data = load_data("digits")
-    torch.manual_seed(0)
-    model = build_model("smallcnn", in_channels=1)
-    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=2, batch_size=64, lr=0.05, eval_test=False)
-    train(config=cfg, model=model, data=data, run_dir=out)
-    return save_model(out / "model.pt", model=model)
 
 
 def spec(model: Path, **kw) -> EnvSpec:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from prunegym.core.pruning import (
 from prunegym.core.stats import model_stats
 
 CIFAR = (3, 32, 32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small convs on a shared 2-core machine run ~100x faster single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def calibrated(name: str, *, shape: tuple[int, int, int] = CIFAR, seed: int = 0) -> nn.Module:

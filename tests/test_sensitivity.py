@@ -5,19 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from prunegym.core.checkpoint import load_model, save_model
+from prunegym.core.checkpoint import load_model
 from prunegym.core.cli import main
-from prunegym.core.data import DataSplits, load_data
 from prunegym.core.models import build_model
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning import CostTable, cost_table, uniform_ratio_for_macs
-from prunegym.core.train import TrainConfig, train
 from prunegym.core.workflow import prune_model
 from prunegym.env.evaluator import Evaluator, EvaluatorConfig
 from prunegym.search.prune_plan import _plan, envelope, plan_for_rate, plan_for_threshold
@@ -28,28 +24,9 @@ GROUPS = ("features.0", "features.3", "features.7", "features.10")
 RATIOS = ("0.25", "0.5", "0.75", "0.98")  # 0.98 leaves no channel of the 32-channel groups: not applicable
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def digits() -> DataSplits:
-    return load_data("digits")
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, digits) -> Path:
-    """A small CNN trained for a few epochs on digits, saved as a prunegym model."""
-    out = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    model = build_model("smallcnn", in_channels=1)
-    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=4, batch_size=64, lr=0.05, eval_test=False)
-    train(config=cfg, model=model, data=digits, run_dir=out)
-    return save_model(out / "model.pt", model=model)
+def base(digits_model: Path) -> Path:
+    return digits_model
 
 
 @pytest.fixture(scope="module")

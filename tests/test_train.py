@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from prunegym.core.checkpoint import load_model, read_checkpoint
-from prunegym.core.data import load_data
 from prunegym.core.models import build_model
 from prunegym.core.train import TrainConfig, distillation_loss, train
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits", seed=0)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from prunegym.core.stats import model_stats
 
 CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def calibrated(name: str, *, shape: tuple[int, int, int] = CIFAR, seed: int = 0) -> nn.Module:

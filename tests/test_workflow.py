@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,13 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunegym.core.workflow as workflow
-from prunegym.core.checkpoint import load_model, read_checkpoint, save_model
+from prunegym.core.checkpoint import load_model, read_checkpoint
 from prunegym.core.cli import main
-from prunegym.core.data import DataSplits, load_data
 from prunegym.core.io import write_json
 from prunegym.core.masking import max_abs_diff
-from prunegym.core.models import build_model
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import cost_table, uniform_ratio_for_macs
 from prunegym.core.stats import model_stats
-from prunegym.core.train import TrainConfig, train
 from prunegym.core.workflow import IterateConfig, iterate_rounds, prune_model, save_pruned
 from prunegym.search.sensitivity import Sensitivity
 
@@ -32,28 +28,9 @@ CIFAR = (3, 32, 32)
 GROUPS = ("features.0", "features.3", "features.7", "features.10")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def digits() -> DataSplits:
-    return load_data("digits")
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, digits) -> Path:
-    """A small CNN trained for a few epochs on digits, saved as a prunegym model."""
-    out = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    model = build_model("smallcnn", in_channels=1)
-    cfg = TrainConfig(model="smallcnn", data="digits", out=str(out), epochs=3, batch_size=64, lr=0.05, eval_test=False)
-    train(config=cfg, model=model, data=digits, run_dir=out)
-    return save_model(out / "model.pt", model=model)
+def base(digits_model: Path) -> Path:
+    return digits_model
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
