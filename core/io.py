@@ -20,6 +20,7 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be read by others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,4 +1,4 @@
-"""``prunegym env rollout`` and ``prunegym latency build|check``."""
+"""``prunegym env rollout`` (``prunegym latency build|check`` live in :mod:`prunegym.env.latency_commands`)."""
 
 from __future__ import annotations
 

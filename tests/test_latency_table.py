@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from prunegym.core.data import load_data
+from prunegym.core.data import DataSplits
 from prunegym.core.errors import UserError
 from prunegym.core.models import SmallCNN, build_model
 from prunegym.core.pruning import kept_channels
@@ -36,14 +36,6 @@ FAST = TableBuildConfig(grid_step=8, repeats=30, rounds=3, warmup=2, calib_polic
                         calib_rounds=4)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return build_model("smallcnn", num_classes=10, in_channels=1).eval()
@@ -58,9 +50,8 @@ def table_path(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def evaluator(model: torch.nn.Module) -> Evaluator:
-    data = load_data("digits")
-    return Evaluator(model=model, data=data, config=EvaluatorConfig(val_size=100), input_shape=SHAPE)
+def evaluator(model: torch.nn.Module, digits: DataSplits) -> Evaluator:
+    return Evaluator(model=model, data=digits, config=EvaluatorConfig(val_size=100), input_shape=SHAPE)
 
 
 def test_group_counts_are_exactly_the_counts_kept_channels_reaches() -> None:
