@@ -11,6 +11,8 @@ $P ana "${M[@]}" --val-size 1000 --bn-recalib-images 500 --out runs/r20-ana $(re
 $P prune "${M[@]}" --val-size 1000 --bn-recalib-images 500 --ana runs/r20-ana --rate 0.5 --out runs/r20-prune-ana --overwrite
 $P prune "${M[@]}" --val-size 1000 --bn-recalib-images 500 --uniform --rate 0.5 --out runs/r20-prune-uniform --overwrite
 if [ "${ITERATE:-1}" = 1 ]; then
+  # MAXSTEPS caps each round's finetune (a full CIFAR epoch is ~7 min on these 2 shared cores)
   $P iterate "${M[@]}" --ana runs/r20-ana --rates "${RATES:-0.2,0.35,0.5}" --epochs-per-round "${EPOCHS:-1}" \
-     --val-size 1000 --out runs/r20-iterate $(resume runs/r20-iterate)
+     ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} --val-size 1000 --eval-test --out runs/r20-iterate \
+     $(resume runs/r20-iterate)
 fi
