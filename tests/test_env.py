@@ -111,3 +111,17 @@ def test_vector_envs(digits_model: Path, kind: str) -> None:
         assert infos[0]["policy"] != infos[1]["policy"]
     finally:
         venv.close()
+
+
+def test_env_rollout_cli_prints_accuracy_and_latency_per_episode(digits_model: Path, capsys) -> None:
+    import json
+
+    from prunegym.core.cli import main
+
+    code = main(["env", "rollout", "--agent", "uniform", "--episodes", "3", "--model", str(digits_model), "--data",
+                 "digits", "--val-size", "200", "--target-ratio", "1.0", "--latency", "measured",
+                 "--latency-repeats", "5", "--json"])  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["episode"] for r in rows] == [0, 1, 2]
+    assert rows[0]["macs_ratio"] == 1.0 and rows[-1]["macs_ratio"] < 0.1  # uniform sweeps min → max ratio
+    assert all(r["latency_ms"] > 0 and 0 < r["accuracy"] <= 100 for r in rows)
