@@ -55,9 +55,8 @@ def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | 
     if data is not None:
         return data.input_shape
     if Path(model_arg).exists():
-        saved = read_checkpoint(model_arg).get("input_shape") or (read_checkpoint(model_arg).get("policy") or {}).get(
-            "input_shape"
-        )
+        ckpt = read_checkpoint(model_arg)
+        saved = ckpt.get("input_shape") or (ckpt.get("policy") or {}).get("input_shape")
         if saved:
             return tuple(saved)
     info = model_info(model)
