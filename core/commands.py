@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }[args.split]
     mean, std = input_norm(net, mean=splits.mean, std=splits.std)
     if args.bn_recalib:
-        recalibrate_bn(net, splits.train_x, mean=mean, std=std, num_images=args.bn_recalib)
+        recalibrate_bn(net, splits.train_x, mean=mean, std=std, num_images=args.bn_recalib, augment=splits.augment)
     result = evaluate(
         net,
         x,

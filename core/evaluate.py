@@ -76,17 +76,24 @@ def recalibrate_bn(
     num_images: int = 500,
     batch_size: int = 100,
     seed: int = 0,
+    augment: str = "none",
 ) -> nn.Module:
     """Re-estimate BatchNorm running statistics on ``num_images`` images drawn (seeded) from ``x``, in place.
 
     After pruning, BN statistics no longer match the layer inputs; re-estimating them (cumulative average,
     momentum=None) is cheap and predicts post-finetune accuracy far better than raw accuracy.
+
+    ``augment`` should be the augmentation the model was trained with: BN statistics estimated on clean images
+    differ from the ones training produced (zero-padded crops darken the borders). Measured on the published
+    ResNet-20, first 2,000 test images: as given 90.35%; re-estimated on 500 clean images 86.25%; on 500
+    images with crop+flip 90.15% (2,000 images: 90.40%).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[: min(num_images, len(x))]
+    aug_gen = torch.Generator().manual_seed(seed + 1)
     saved = [(m.momentum, m.training) for m in bns]
     was_training = model.training
     model.eval()
@@ -97,7 +104,13 @@ def recalibrate_bn(
     try:
         sub = x[idx]
         for xb, _ in iterate_batches(
-            sub, torch.zeros(len(sub), dtype=torch.long), batch_size=batch_size, mean=mean, std=std
+            sub,
+            torch.zeros(len(sub), dtype=torch.long),
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            augment=augment,
+            generator=aug_gen,
         ):
             model(xb)
     finally:

@@ -308,7 +308,7 @@ def recalibrated(model: nn.Module, data: DataSplits, *, images: int, seed: int =
     """``model`` with BatchNorm statistics re-estimated on ``images`` training images (in place; 0 = as is)."""
     if images:
         mean, std = input_norm(model, mean=data.mean, std=data.std)
-        recalibrate_bn(model, data.train_x, mean=mean, std=std, num_images=images, seed=seed)
+        recalibrate_bn(model, data.train_x, mean=mean, std=std, num_images=images, seed=seed, augment=data.augment)
     return model
 
 

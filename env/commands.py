@@ -26,6 +26,7 @@ ENV_HELP = {
     "weights": "weights of the base model",
     "val_size": "val images (carved from the training set) that score a candidate",
     "bn_recalib_images": "training images to re-estimate BatchNorm statistics after pruning",
+    "bn_recalib_augment": "augmentation of those images (empty: the dataset's training augmentation; none)",
     "finetune_steps": "short finetune steps before scoring (0 = none)",
     "criterion": "channel selection: l1, l2, taylor, bn_scale, fpgm, lsq",
     "round_to": "round channel counts to this multiple",

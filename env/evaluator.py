@@ -33,6 +33,8 @@ class EvaluatorConfig:
     Args:
         val_size: images of the val split (carved from the training set) to score on; AMC used 5,000 on CIFAR.
         bn_recalib_images: training images used to re-estimate BatchNorm statistics after pruning (0 = off).
+        bn_recalib_augment: augmentation of those images: None = the dataset's training augmentation (matches
+            the statistics training produced), or "none" / "crop" / "crop+flip".
         finetune_steps: SGD steps of short finetuning before scoring (0 = none, AMC's setting).
         finetune_lr: learning rate of that finetune (momentum 0.9, weight decay 5e-4, constant).
         finetune_batch_size: batch size of that finetune.
@@ -47,6 +49,7 @@ class EvaluatorConfig:
 
     val_size: int = 5000
     bn_recalib_images: int = 500
+    bn_recalib_augment: str | None = None
     finetune_steps: int = 0
     finetune_lr: float = 0.01
     finetune_batch_size: int = 64
@@ -116,6 +119,7 @@ class Evaluator:
         net = apply_policy(self.model, policy, input_shape=self.input_shape, criterion=cfg.criterion, calib=calib)
         if cfg.bn_recalib_images:
             recalibrate_bn(net, self.data.train_x, mean=self.mean, std=self.std, num_images=cfg.bn_recalib_images,
+                           augment=cfg.bn_recalib_augment or self.data.augment,
                            seed=cfg.seed)  # fmt: skip
         return net
 

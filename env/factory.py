@@ -32,6 +32,7 @@ class EnvSpec:
     # evaluator
     val_size: int = 5000
     bn_recalib_images: int = 500
+    bn_recalib_augment: str | None = None  # None: the dataset's training augmentation
     finetune_steps: int = 0
     finetune_lr: float = 0.01
     criterion: str = "l1"
