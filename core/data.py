@@ -133,9 +133,7 @@ def parse_data_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise DataError(
-                f"bad option {item!r} in data spec {spec!r}; write options as ?key=value&key2=value2"
-            )
+            raise DataError(f"bad option {item!r} in data spec {spec!r}; write options as ?key=value&key2=value2")
         options[key.strip().lower()] = value.strip()
     return kind, (path.strip() or None) if sep else None, options
 
@@ -181,9 +179,7 @@ def _split(spec: str, raw: _Raw, *, val_size: int | None, seed: int) -> DataSpli
     if val_size is None:
         val_size = default_val_size(n)
     if not 0 <= val_size < n:
-        raise DataError(
-            f"val_size={val_size} does not fit the {n} training images of {spec!r}; use 0 to {n - 1}"
-        )
+        raise DataError(f"val_size={val_size} does not fit the {n} training images of {spec!r}; use 0 to {n - 1}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:val_size].sort().values.numpy(), perm[val_size:].sort().values.numpy()
 
@@ -256,9 +252,7 @@ def _numpy_global(module: str, name: str) -> Any:
 class _CifarUnpickler(pickle.Unpickler):
     """Builds only what CIFAR pickles contain: dicts, lists, bytes, str, int and numpy arrays."""
 
-    _BUILTINS = frozenset(
-        {"bytes", "bytearray", "dict", "list", "tuple", "set", "frozenset", "int", "float", "str"}
-    )
+    _BUILTINS = frozenset({"bytes", "bytearray", "dict", "list", "tuple", "set", "frozenset", "int", "float", "str"})
     _NUMPY = frozenset(
         {
             ("numpy.core.multiarray", "_reconstruct"),
@@ -301,21 +295,15 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
         IndexError,
     ) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"cannot read {path} as a CIFAR pickle ({detail}); re-extract the dataset archive"
-        ) from exc
+        raise DataError(f"cannot read {path} as a CIFAR pickle ({detail}); re-extract the dataset archive") from exc
     if not isinstance(obj, dict):
-        raise DataError(
-            f"{path} holds a {type(obj).__name__}, not a CIFAR dict; re-extract the dataset archive"
-        )
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a CIFAR dict; re-extract the dataset archive")
     return obj
 
 
 def _field(d: dict[bytes, Any], key: bytes, path: Path) -> Any:
     if key not in d:
-        raise DataError(
-            f"{path} has no {key.decode()!r} entry; it is not a CIFAR file, re-extract the archive"
-        )
+        raise DataError(f"{path} has no {key.decode()!r} entry; it is not a CIFAR file, re-extract the archive")
     return d[key]
 
 
@@ -324,9 +312,7 @@ def _cifar_images(d: dict[bytes, Any], label_key: bytes, path: Path) -> tuple[np
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: 'data' is not a uint8 N×3072 array; re-extract the dataset archive")
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{path}: {len(labels)} labels for {len(data)} images; re-extract the dataset archive"
-        )
+        raise DataError(f"{path}: {len(labels)} labels for {len(data)} images; re-extract the dataset archive")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -403,9 +389,7 @@ def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
         raise DataError(f"cannot read {path} ({exc}); re-download or re-extract the file") from exc
     header = 4 + 4 * ndim
     if len(raw) < header or raw[0:2] != b"\0\0" or raw[3] != ndim:
-        raise DataError(
-            f"{path} is not an idx file with {ndim} dimension(s); pass the MNIST-format idx files"
-        )
+        raise DataError(f"{path} is not an idx file with {ndim} dimension(s); pass the MNIST-format idx files")
     if raw[2] != 0x08:
         raise DataError(f"{path}: idx data type 0x{raw[2]:02x} is not supported; only unsigned bytes (0x08)")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
@@ -425,9 +409,7 @@ def _find_idx(root: Path, stem: str, kind: str) -> Path:
         for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz"):
             if (folder / name).is_file():
                 return folder / name
-    raise DataError(
-        f"{kind}: no {stem}[.gz] in {root}; pass the folder holding the idx files, e.g. {_EXAMPLES[kind]}"
-    )
+    raise DataError(f"{kind}: no {stem}[.gz] in {root}; pass the folder holding the idx files, e.g. {_EXAMPLES[kind]}")
 
 
 def _load_mnist(root: Path, *, kind: str) -> _Raw:
@@ -464,9 +446,7 @@ def _parse_size(value: str | None) -> int | None:
 def _class_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
-        raise DataError(
-            f"folder: no class sub-folders in {root}; put each class's images in its own sub-folder"
-        )
+        raise DataError(f"folder: no class sub-folders in {root}; put each class's images in its own sub-folder")
     return dirs
 
 
@@ -519,9 +499,7 @@ def _load_folder(root: Path, *, size: int | None) -> _Raw:
         names = tuple(p.name for p in _class_dirs(train_root))
         extra = sorted({p.name for p in _class_dirs(test_root)} - set(names))
         if extra:
-            raise DataError(
-                f"folder: {test_root} has classes {extra} that {train_root} lacks; use the same classes"
-            )
+            raise DataError(f"folder: {test_root} has classes {extra} that {train_root} lacks; use the same classes")
         images, labels, target = _read_images(train_root, names, target)
         test_images, test_labels, _ = _read_images(test_root, names, target)
         train_x, train_y = torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from zoo_helpers import calibrated
 
 from prunegym.core.checkpoint import load_model, save_model
 from prunegym.core.masking import mask_policy, max_abs_diff, merge_prune_masks, transform
@@ -20,22 +21,6 @@ from prunegym.core.stats import model_stats
 
 CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)
-
-
-def calibrated(name: str, *, shape: tuple[int, int, int] = CIFAR, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters and BN statistics estimated on random inputs: non-degenerate activations."""
-    torch.manual_seed(seed)
-    model = build_model(name, in_channels=shape[0])
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, 0.0, 0.1)
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(32, *shape))
-    return model.eval()
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
