@@ -212,6 +212,10 @@ def plot_compare(runs: Sequence[RunResult], *, out: Path, title: str = "") -> Pa
     for r in runs:
         first = r.method not in colours
         colour = colours.setdefault(r.method, f"C{len(colours) % 10}")
+        label = r.method if first else None
+        if len(r.curve) == 1:  # a fixed policy (e.g. uniform): one evaluation, drawn as a reference line
+            ax.axhline(float(r.curve[0]), color=colour, lw=1.3, ls="--", alpha=0.85, label=label)
+            continue
         x = np.arange(1, len(r.curve) + 1)
         ax.step(
             x,
@@ -220,7 +224,7 @@ def plot_compare(runs: Sequence[RunResult], *, out: Path, title: str = "") -> Pa
             color=colour,
             lw=1.3,
             alpha=0.85,
-            label=r.method if first else None,
+            label=label,
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluations")
