@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1, help="seed of the val carve (the searches used 0)")
+    ap.add_argument("--bn-recalib-augment", default="none", help="BN re-estimation augmentation, the same for all runs")
     args = ap.parse_args()
     evaluator: Evaluator | None = None
     rows = []
@@ -33,12 +34,14 @@ def main() -> None:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         if evaluator is None:
             spec = EnvSpec(**{f.name: cfg[f.name] for f in dataclasses.fields(EnvSpec) if f.name in cfg})
-            spec = dataclasses.replace(spec, val_size=args.val_size, seed=args.seed)
+            spec = dataclasses.replace(spec, val_size=args.val_size, seed=args.seed,
+                                       bn_recalib_augment=args.bn_recalib_augment or None)  # fmt: skip
             evaluator = build_env(spec).evaluator
         policy = Policy.load(run / "best_policy.yaml")
         result = evaluator.evaluate(policy.ratios)
         rows.append({"run": run.name, "method": cfg.get("agent") or cfg.get("sampler", "optuna"),
                      "search_val_top1": policy.accuracy, "rescored_top1": round(result.accuracy, 2),
+                     "bn_recalib_augment": evaluator.config.bn_recalib_augment or evaluator.data.augment,
                      "macs_ratio": round(result.macs / evaluator.base_macs, 4)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
 
