@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +135,7 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int = 60) -> BaseStorage:
             Path(spec.target.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         shared = not spec.local and not spec.target.startswith("sqlite")
         beat = {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s} if shared and heartbeat_s else {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return optuna.storages.RDBStorage(spec.target, engine_kwargs=_engine_kwargs(spec.target), **beat)
+        return _rdb_storage(spec.target, beat=beat)
     except ImportError as exc:
         found = re.search(r"No module named '([\w.]+)'", f"{exc} {exc.__cause__} {exc.__context__}")
         module = exc.name or (found.group(1) if found else "the database driver")
@@ -151,6 +151,28 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int = 60) -> BaseStorage:
             f"cannot open storage {spec.display}: {first}; check the URL, that the server is running and reachable, "
             "and the credentials"
         ) from exc
+
+
+def _rdb_storage(url: str, *, beat: dict, attempts: int = 5) -> BaseStorage:
+    """``RDBStorage`` that survives several workers creating the schema of a new database at the same moment.
+
+    Two processes issuing Optuna's ``CREATE TABLE`` together on a fresh PostgreSQL database make one of them fail
+    with a unique-violation on the catalog (``pg_type_typname_nsp_index``); the tables exist once the other is
+    done, so a short randomized back-off and a retry is all it takes.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt == attempts - 1 or ("already exists" not in str(exc) and "duplicate key" not in str(exc)):
+                raise
+            log.info("another worker is creating the storage schema; retrying (%s)", _first_line(exc))
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _first_line(exc: BaseException) -> str:

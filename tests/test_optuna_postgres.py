@@ -126,3 +126,22 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_trials(
         assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 2 * K + 1
     finally:
         optuna.delete_study(study_name=study_name, storage=postgres_url)
+
+
+def test_workers_creating_a_new_storage_together_all_succeed(postgres_url: str) -> None:
+    """Several workers opening a brand-new database at once race on Optuna's CREATE TABLE; none may fail."""
+    import psycopg
+
+    for _ in range(3):
+        schema = f"race_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+        code = (
+            "from pathlib import Path\n"
+            "from prunegym.search.optuna_storage import open_storage, resolve_storage\n"
+            f"open_storage(resolve_storage({url!r}, run_dir=Path('.')))\n"
+        )
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
