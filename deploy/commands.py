@@ -7,7 +7,14 @@ import json
 import logging
 from pathlib import Path
 
-from prunegym.core.cli_util import add_command, add_config_flags, config_from_args, print_json, stdout
+from prunegym.core.cli_util import (
+    add_command,
+    add_config_flags,
+    config_from_args,
+    print_json,
+    progress_bar,
+    stdout,
+)
 from prunegym.deploy.replay_config import STEPS, ReplayConfig
 
 log = logging.getLogger(__name__)
@@ -31,7 +38,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ReplayConfig, args)
     steps = STEPS if args.step == "all" else (args.step,)
-    _, results = run_replay(cfg, steps=steps)
+    with progress_bar() as bar:
+        task = bar.add_task("replay", total=None, info="")
+
+        def on_step(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
+            bar.update(task, description=f"finetune {phase}", completed=done, total=total,
+                       info=f"loss {metrics['loss']:.3f}")  # fmt: skip
+
+        _, results = run_replay(cfg, steps=steps, progress=on_step)
     if "bundle" in results:
         report = json.loads((results["bundle"] / "report.json").read_text())
         stdout.print((results["bundle"] / "report.md").read_text())

@@ -19,6 +19,7 @@ Steps, each resumable (skipped when its output exists) and runnable alone (``pru
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Replay:
     weights: str | None
     data: DataSplits
     base: torch.nn.Module
+    progress: Callable[[str, int, int, dict[str, float]], None] | None = None  # finetune steps, for a CLI bar
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -126,7 +128,7 @@ def step_finetune(r: Replay) -> Path:
                       eval_test=False)  # fmt: skip
     policy = read_checkpoint(pruned_path)["policy"]
     train(config=cfg, model=model, data=r.data, run_dir=run_dir, teacher=r.base if c.distill else None,
-          policy=policy, resume=last is not None)  # fmt: skip
+          policy=policy, resume=last is not None, progress=r.progress)  # fmt: skip
     return best
 
 
@@ -311,12 +313,21 @@ STEP_FUNCS = {
 }
 
 
-def run_replay(config: ReplayConfig, *, steps: tuple[str, ...] = STEPS) -> tuple[Replay, dict[str, Any]]:
-    """Run ``steps`` (each pulls in the steps it needs; finished ones are skipped)."""
+def run_replay(
+    config: ReplayConfig,
+    *,
+    steps: tuple[str, ...] = STEPS,
+    progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+) -> tuple[Replay, dict[str, Any]]:
+    """Run ``steps`` (each pulls in the steps it needs; finished ones are skipped).
+
+    ``progress(phase, done, total, metrics)`` follows the finetune, the one long step.
+    """
     unknown = [s for s in steps if s not in STEP_FUNCS]
     if unknown:
         raise UserError(f"unknown replay step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
     r = resolve(config)
+    r.progress = progress
     r.out.mkdir(parents=True, exist_ok=True)
     write_yaml(r.out / "config.yaml", {"command": "replay", **config_to_dict(config)})
     results = {s: STEP_FUNCS[s](r) for s in steps}
