@@ -54,6 +54,7 @@ def make_agent(
     tensorboard_log: str | None = None,
     device: str = "cpu",
     verbose: int = 0,
+    sigma_decay: float = 0.95,
 ) -> BaseAlgorithm:
     """A search agent by name, configured for episodes of ``num_groups`` steps.
 
@@ -66,6 +67,7 @@ def make_agent(
     :param tensorboard_log: folder for SB3's TensorBoard logs, or ``None``
     :param device: PyTorch device
     :param verbose: SB3 verbosity
+    :param sigma_decay: per-episode decay of DDPG's exploration σ after warm-up (AMC: 0.95)
     """
     key = name.lower()
     if key not in AGENT_NAMES:
@@ -73,7 +75,7 @@ def make_agent(
     groups = num_groups_of(env) if num_groups is None else num_groups
     common: dict[str, Any] = {"tensorboard_log": tensorboard_log, "device": device, "verbose": verbose, "seed": seed}
     if key == "ddpg":
-        return make_amc_ddpg(env, warmup_episodes=warmup_episodes, num_groups=groups, **common)
+        return make_amc_ddpg(env, warmup_episodes=warmup_episodes, num_groups=groups, sigma_decay=sigma_decay, **common)
     if key == "td3":
         shape = env.action_space.shape
         noise = NormalActionNoise(mean=np.zeros(shape, np.float32), sigma=np.full(shape, TD3_NOISE_SIGMA, np.float32))

@@ -38,6 +38,7 @@ class AgentTrainConfig(EnvSpec):
     episodes: int = 300
     warmup_episodes: int = 100
     checkpoint_every: int = 10
+    sigma_decay: float = 0.95
 
 
 AGENT_HELP = {
@@ -47,6 +48,7 @@ AGENT_HELP = {
     "episodes": "episode budget (each is one pruned, evaluated candidate)",
     "warmup_episodes": "episodes of uniform random actions first (AMC: 100)",
     "checkpoint_every": "checkpoint the agent every N episodes",
+    "sigma_decay": "DDPG exploration σ = 0.5·decay^(episode − warm-up); AMC: 0.95",
 }
 
 
@@ -56,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(AgentTrainConfig, args)
     search = SearchConfig(agent=cfg.agent, episodes=cfg.episodes, warmup_episodes=cfg.warmup_episodes, seed=cfg.seed,
-                          checkpoint_every=cfg.checkpoint_every)  # fmt: skip
+                          checkpoint_every=cfg.checkpoint_every, sigma_decay=cfg.sigma_decay)  # fmt: skip
     env = build_env(EnvSpec(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(EnvSpec)}))
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="agent train")
     write_json(run_dir / GROUPS_FILE, {g.name: g.out_channels for g in env.groups})

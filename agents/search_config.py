@@ -32,6 +32,8 @@ class SearchConfig:
     :param checkpoint_every: checkpoint the agent every this many episodes (and at the end)
     :param device: PyTorch device of the agent's networks
     :param tensorboard: write TensorBoard events under ``run_dir/tensorboard``
+    :param sigma_decay: DDPG's exploration σ = 0.5·sigma_decay^(episode − warm-up). AMC's 0.95 leaves σ ≈ 0.03
+        after 60 agent episodes; ``(0.1) ** (1 / (episodes − warmup_episodes))`` reaches 0.05 at the budget's end
     """
 
     agent: str = "ddpg"
@@ -41,6 +43,7 @@ class SearchConfig:
     checkpoint_every: int = 10
     device: str = "cpu"
     tensorboard: bool = True
+    sigma_decay: float = 0.95
 
     def __post_init__(self) -> None:
         if self.agent not in SEARCH_AGENTS:
@@ -49,6 +52,8 @@ class SearchConfig:
             raise ConfigError(f"episodes is {self.episodes}; use at least 1 (AMC searches 300-800)")
         if self.warmup_episodes < 0:
             raise ConfigError(f"warmup_episodes is {self.warmup_episodes}; use 0 or more (AMC: 100)")
+        if not 0.0 < self.sigma_decay <= 1.0:
+            raise ConfigError(f"sigma_decay is {self.sigma_decay}; use a factor in (0, 1] (AMC: 0.95)")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every is {self.checkpoint_every}; use 1 or more episodes")
         if self.agent != "random" and self.agent != "ppo" and self.warmup_episodes >= self.episodes:

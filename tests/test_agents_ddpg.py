@@ -346,3 +346,17 @@ def test_other_agents_run_the_same_search(tmp_path: Path, name: str) -> None:
     fresh = make_agent(name, TargetEnv(L), seed=0, warmup_episodes=2)
     restore_agent(fresh, checkpoint)
     assert fresh.num_timesteps >= 4 * L
+
+
+def test_sigma_decay_is_configurable_through_the_search_config() -> None:
+    from prunegym.agents.algorithms import make_agent
+    from prunegym.agents.search_config import SearchConfig
+    from prunegym.core.errors import ConfigError
+
+    cfg = SearchConfig(episodes=300, warmup_episodes=100, sigma_decay=0.1 ** (1 / 200))
+    model = make_agent("ddpg", TargetEnv(), seed=0, warmup_episodes=cfg.warmup_episodes, sigma_decay=cfg.sigma_decay)
+    assert model.exploration_sigma(99) is None  # warm-up: uniform random actions
+    assert model.exploration_sigma(100) == pytest.approx(0.5)
+    assert model.exploration_sigma(300) == pytest.approx(0.05)  # 0.5 · 0.1 at the end of the budget
+    with pytest.raises(ConfigError, match="sigma_decay"):
+        SearchConfig(sigma_decay=1.5)
