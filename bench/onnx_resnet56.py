@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from prunegym.core.checkpoint import load_model
-from prunegym.core.data import load_data
+from prunegym.core.data import load_data, normalize
 from prunegym.core.evaluate import input_norm
 from prunegym.core.io import write_json
 from prunegym.core.onnx_export import export_onnx
@@ -35,8 +35,7 @@ def main() -> None:
         fp32 = export_onnx(model, Path(tmp) / "r56.onnx", input_shape=data.input_shape)
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(data.train_x), generator=g)[: args.calib_images]
-        x = data.train_x[idx].float() / 255.0
-        calib = ((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)).numpy()
+        calib = normalize(data.train_x[idx].float() / 255.0, mean=mean, std=std).numpy()
         int8 = Path(tmp) / "r56.int8.onnx"
         quantize_int8(fp32, int8, calibration=calib.astype(np.float32))
         bench = benchmark_models({"fp32": fp32, "int8": int8}, input_shape=data.input_shape, threads=(1,))

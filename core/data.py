@@ -564,6 +564,13 @@ def _augment(xb: torch.Tensor, augment: str, generator: torch.Generator | None) 
     return out
 
 
+def normalize(x01: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x01 − mean) / std`` per channel for float images in [0, 1] (N×C×H×W)."""
+    m = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+    return (x01 - m) / s
+
+
 def iterate_batches(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -594,11 +601,9 @@ def iterate_batches(
     count = num_batches(n, batch_size, drop_last)
     order = torch.randperm(len(x), generator=generator)[:n] if shuffle else torch.arange(n)
     order = order.to(x.device)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     for i in range(count):
         idx = order[i * batch_size : (i + 1) * batch_size]
         xb = x[idx]
         if augment != "none":
             xb = _augment(xb, augment, generator)
-        yield (xb.float() / 255.0 - m) / s, y[idx].long()
+        yield normalize(xb.float() / 255.0, mean=mean, std=std), y[idx].long()

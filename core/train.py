@@ -21,7 +21,7 @@ from torch import nn
 
 from prunegym.core.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from prunegym.core.config import config_to_dict
-from prunegym.core.data import DataSplits, iterate_batches, num_batches
+from prunegym.core.data import DataSplits, iterate_batches, normalize, num_batches
 from prunegym.core.errors import CheckpointError, UserError
 from prunegym.core.evaluate import EvalResult, evaluate, input_norm
 from prunegym.core.io import append_jsonl, atomic_torch_save
@@ -225,7 +225,7 @@ def train(
                 if i >= steps_per_epoch:
                     break
                 # iterate_batches gave x/255 (mean 0, std 1): normalize per network so teacher and student may differ
-                xb = _normalize(xb01, mean, std)
+                xb = normalize(xb01, mean=mean, std=std)
                 lr = get_lr(
                     step,
                     total_steps=total_steps,
@@ -238,7 +238,7 @@ def train(
                 logits = model(xb)
                 if teacher is not None:
                     with torch.no_grad():
-                        t_logits = teacher(_normalize(xb01, t_mean, t_std))
+                        t_logits = teacher(normalize(xb01, mean=t_mean, std=t_std))
                     loss = distillation_loss(
                         logits,
                         t_logits,
@@ -329,9 +329,3 @@ def train(
         test=test,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _normalize(x01: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x01.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x01.dtype).view(1, -1, 1, 1)
-    return (x01 - m) / s

@@ -30,7 +30,7 @@ import yaml
 
 from prunegym.core.checkpoint import load_model, read_checkpoint, save_model
 from prunegym.core.config import config_to_dict
-from prunegym.core.data import DataSplits, iterate_batches, load_data
+from prunegym.core.data import DataSplits, iterate_batches, load_data, normalize
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm
 from prunegym.core.io import read_jsonl, write_json, write_yaml
@@ -167,10 +167,7 @@ def calibration_images(r: Replay) -> np.ndarray:
     mean, std = r.mean_std
     g = torch.Generator().manual_seed(r.config.seed + 7)
     idx = torch.randperm(len(r.data.train_x), generator=g)[: r.config.calib_images]
-    x = r.data.train_x[idx].float() / 255.0
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return ((x - m) / s).numpy().astype(np.float32)
+    return normalize(r.data.train_x[idx].float() / 255.0, mean=mean, std=std).numpy().astype(np.float32)
 
 
 def step_quantize(r: Replay) -> Path:
