@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(AgentTrainConfig, args)
     search = SearchConfig(agent=cfg.agent, episodes=cfg.episodes, warmup_episodes=cfg.warmup_episodes, seed=cfg.seed,
                           checkpoint_every=cfg.checkpoint_every, sigma_decay=cfg.sigma_decay)  # fmt: skip
-    env = build_env(EnvSpec(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(EnvSpec)}))
+    env = build_env(EnvSpec.from_mapping(dataclasses.asdict(cfg)))
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="agent train")
     write_json(run_dir / GROUPS_FILE, {g.name: g.out_channels for g in env.groups})
     with progress_bar() as bar:

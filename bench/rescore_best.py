@@ -33,7 +33,7 @@ def main() -> None:
     for run in map(Path, args.runs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         if evaluator is None:
-            spec = EnvSpec(**{f.name: cfg[f.name] for f in dataclasses.fields(EnvSpec) if f.name in cfg})
+            spec = EnvSpec.from_mapping(cfg)
             spec = dataclasses.replace(spec, val_size=args.val_size, seed=args.seed,
                                        bn_recalib_augment=args.bn_recalib_augment or None)  # fmt: skip
             evaluator = build_env(spec).evaluator

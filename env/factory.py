@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -54,6 +55,11 @@ class EnvSpec:
     latency_repeats: int = 30
     # process
     torch_threads: int | None = 1  # intra-op threads for pruning/scoring (1 leaves a core to the latency session)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> EnvSpec:
+        """The spec among ``values`` (a run's config.yaml, or a larger config dataclass's fields); others ignored."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def __post_init__(self) -> None:
         if self.latency not in {"none", "measured", "predicted"}:
