@@ -7,7 +7,6 @@ the evaluator of a search run, and write it as a one-episode run folder that `pr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--like", required=True, help="a search run folder whose config.yaml defines the problem")
     ap.add_argument("--out", required=True, help="run folder to write")
+    ap.add_argument("--bn-recalib-augment", default=None, help="override the run's BN re-estimation augmentation")
     args = ap.parse_args()
     cfg = yaml.safe_load((Path(args.like) / "config.yaml").read_text())
-    spec = EnvSpec(**{f.name: cfg[f.name] for f in dataclasses.fields(EnvSpec) if f.name in cfg})
+    if args.bn_recalib_augment is not None:
+        cfg = {**cfg, "bn_recalib_augment": args.bn_recalib_augment}
+    spec = EnvSpec.from_mapping(cfg)
     env = build_env(spec)
     ratio = uniform_ratio_for_macs(env.evaluator.model, input_shape=env.evaluator.input_shape,
                                    target_macs_fraction=spec.target_ratio, round_to=spec.round_to)  # fmt: skip
