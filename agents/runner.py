@@ -135,7 +135,7 @@ def run_search(
             num_groups=num_groups,
             tensorboard_log=str(run_dir / TENSORBOARD_DIR) if config.tensorboard else None,
             device=config.device,
-            sigma_decay=config.sigma_decay,
+            sigma_decay=config.exploration_decay,
         )
         if checkpoint is not None:
             restore_agent(model, checkpoint)

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 SEARCH_AGENTS: tuple[str, ...] = (*AGENT_NAMES, "random")
 # Settings that must not change between a checkpoint and its resume (the episode budget may grow).
 _FIXED_ON_RESUME = ("agent", "seed", "warmup_episodes")
+# With the budget-tied decay, σ at the last episode is this fraction of σ at the first agent episode.
+BUDGET_SIGMA_FALL = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,10 @@ class SearchConfig:
     :param checkpoint_every: checkpoint the agent every this many episodes (and at the end)
     :param device: PyTorch device of the agent's networks
     :param tensorboard: write TensorBoard events under ``run_dir/tensorboard``
-    :param sigma_decay: DDPG's exploration σ = 0.5·sigma_decay^(episode − warm-up). AMC's 0.95 leaves σ ≈ 0.03
-        after 60 agent episodes; ``(0.1) ** (1 / (episodes − warmup_episodes))`` reaches 0.05 at the budget's end
+    :param sigma_decay: DDPG's exploration σ = 0.5·sigma_decay^(episode − warm-up). ``None`` (the default) ties
+        the decay to the budget, ``0.1 ** (1 / (episodes − warmup_episodes))``, so σ falls from 0.5 to 0.05 over
+        the agent's episodes. AMC's 0.95 leaves σ ≈ 0.03 after 60 agent episodes, after which its actor stops
+        exploring; on the ResNet-20 benchmark that lost to random search (BENCHMARKS.md), so it is opt-in.
     """
 
     agent: str = "ddpg"
@@ -43,7 +47,7 @@ class SearchConfig:
     checkpoint_every: int = 10
     device: str = "cpu"
     tensorboard: bool = True
-    sigma_decay: float = 0.95
+    sigma_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.agent not in SEARCH_AGENTS:
@@ -52,7 +56,7 @@ class SearchConfig:
             raise ConfigError(f"episodes is {self.episodes}; use at least 1 (AMC searches 300-800)")
         if self.warmup_episodes < 0:
             raise ConfigError(f"warmup_episodes is {self.warmup_episodes}; use 0 or more (AMC: 100)")
-        if not 0.0 < self.sigma_decay <= 1.0:
+        if self.sigma_decay is not None and not 0.0 < self.sigma_decay <= 1.0:
             raise ConfigError(f"sigma_decay is {self.sigma_decay}; use a factor in (0, 1] (AMC: 0.95)")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every is {self.checkpoint_every}; use 1 or more episodes")
@@ -62,6 +66,13 @@ class SearchConfig:
                 self.warmup_episodes,
                 self.episodes,
             )
+
+    @property
+    def exploration_decay(self) -> float:
+        """The per-episode σ decay in use: ``sigma_decay``, or the one that reaches 0.1·σ₀ at the budget's end."""
+        if self.sigma_decay is not None:
+            return self.sigma_decay
+        return BUDGET_SIGMA_FALL ** (1.0 / max(1, self.episodes - self.warmup_episodes))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -286,7 +286,7 @@ def test_run_search_outputs_interrupt_and_resume(tmp_path: Path) -> None:
     assert [r["reward"] for r in records] == [r["reward"] for r in _episodes(tmp_path / "a")]
     assert resumed.best_reward == straight.best_reward
     assert [r["sigma"] for r in records[:3]] == [None, None, 0.5]
-    assert records[3]["sigma"] == pytest.approx(0.5 * 0.95)
+    assert records[3]["sigma"] == pytest.approx(0.5 * 0.1 ** (1 / 6))  # budget-tied: 0.05 after 6 agent episodes
 
     final = read_latest_checkpoint(run_b)
     assert final is not None and final.episodes_done == 8
@@ -348,15 +348,20 @@ def test_other_agents_run_the_same_search(tmp_path: Path, name: str) -> None:
     assert fresh.num_timesteps >= 4 * L
 
 
-def test_sigma_decay_is_configurable_through_the_search_config() -> None:
+def test_search_default_ties_sigma_decay_to_the_budget_and_amc_decay_is_opt_in() -> None:
     from prunegym.agents.algorithms import make_agent
     from prunegym.agents.search_config import SearchConfig
     from prunegym.core.errors import ConfigError
 
-    cfg = SearchConfig(episodes=300, warmup_episodes=100, sigma_decay=0.1 ** (1 / 200))
-    model = make_agent("ddpg", TargetEnv(), seed=0, warmup_episodes=cfg.warmup_episodes, sigma_decay=cfg.sigma_decay)
+    cfg = SearchConfig(episodes=300, warmup_episodes=100)
+    assert cfg.exploration_decay == pytest.approx(0.1 ** (1 / 200))
+    model = make_agent("ddpg", TargetEnv(), seed=0, warmup_episodes=100, sigma_decay=cfg.exploration_decay)
     assert model.exploration_sigma(99) is None  # warm-up: uniform random actions
     assert model.exploration_sigma(100) == pytest.approx(0.5)
+    assert model.exploration_sigma(200) == pytest.approx(0.5 * 0.1**0.5)  # geometric: halfway in log space
     assert model.exploration_sigma(300) == pytest.approx(0.05)  # 0.5 · 0.1 at the end of the budget
+    assert SearchConfig(episodes=50, warmup_episodes=10).exploration_decay == pytest.approx(0.1 ** (1 / 40))
+    amc = SearchConfig(episodes=300, warmup_episodes=100, sigma_decay=0.95)
+    assert amc.exploration_decay == 0.95
     with pytest.raises(ConfigError, match="sigma_decay"):
         SearchConfig(sigma_decay=1.5)
