@@ -143,6 +143,7 @@ TRAIN_HELP = {
     "augment": "none | crop | crop+flip (default: the dataset's)",
     "acc_name": "top1 | top5: the accuracy that selects the best checkpoint",
     "max_steps_per_epoch": "cap steps per epoch (quick runs)",
+    "device": "auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N",
 }
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunegym.core.data import iterate_batches, num_batches
+from prunegym.core.device import device_of
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def evaluate(
     loss_sum = 0.0
     batches = iterate_batches(x, y, batch_size=batch_size, mean=mean, std=std, limit=n)
     bar = tqdm(batches, total=num_batches(n, batch_size), desc=desc, disable=not progress, leave=False)
+    device = device_of(model)
     try:
         for xb, yb in bar:
+            xb, yb = xb.to(device), yb.to(device)
             logits = model(xb)
             loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
             k = min(5, logits.shape[1])
@@ -91,6 +94,7 @@ def recalibrate_bn(
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model
+    device = device_of(model)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[: min(num_images, len(x))]
     aug_gen = torch.Generator().manual_seed(seed + 1)
@@ -112,7 +116,7 @@ def recalibrate_bn(
             augment=augment,
             generator=aug_gen,
         ):
-            model(xb)
+            model(xb.to(device))
     finally:
         for m, (momentum, training) in zip(bns, saved, strict=True):
             m.momentum = momentum

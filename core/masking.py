@@ -182,7 +182,8 @@ def mask_keeper(
     model.eval()
     traced = _Traced(model, input_shape)
     model.train(training)
-    targets: list[tuple[torch.Tensor, list[int], float]] = []
+    # (module, attribute) rather than tensors: moving the model to another device replaces its buffers.
+    targets: list[tuple[nn.Module, str, list[int], float]] = []
     for name, idxs in mask.items():
         if name not in traced.candidates:
             raise UserError(f"mask names group '{name}', which this model does not have; re-create the masked model")
@@ -194,16 +195,15 @@ def mask_keeper(
             if not rows:
                 continue
             for pname in ("weight", "bias"):
-                param = getattr(mod, pname, None)
-                if isinstance(param, torch.Tensor):
-                    targets.append((param, rows, 0.0))
+                if isinstance(getattr(mod, pname, None), torch.Tensor):
+                    targets.append((mod, pname, rows, 0.0))
             if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
-                targets += [(mod.running_mean, rows, 0.0), (mod.running_var, rows, 1.0)]
+                targets += [(mod, "running_mean", rows, 0.0), (mod, "running_var", rows, 1.0)]
 
     @torch.no_grad()
     def keep() -> None:
-        for tensor, rows, value in targets:
-            tensor[rows] = value
+        for mod, attr, rows, value in targets:
+            getattr(mod, attr)[rows] = value
 
     keep()
     return keep

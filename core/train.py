@@ -22,6 +22,7 @@ from torch import nn
 from prunegym.core.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from prunegym.core.config import config_to_dict
 from prunegym.core.data import DataSplits, iterate_batches, normalize, num_batches
+from prunegym.core.device import DEVICE_HELP, resolve_device
 from prunegym.core.errors import CheckpointError, UserError
 from prunegym.core.evaluate import EvalResult, evaluate, input_norm
 from prunegym.core.io import append_jsonl, atomic_torch_save
@@ -60,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None  # cap for quick runs and tests
     eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
+    device: str = "auto"  # auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -74,6 +76,8 @@ class TrainConfig:
             raise UserError(f"augment must be none, crop or crop+flip, got {self.augment!r}")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise UserError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if self.device != "auto" and self.device.split(":")[0] not in {"cpu", "cuda"}:
+            raise UserError(f"device must be {DEVICE_HELP}, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def _checkpoint_payload(
         "num_classes": info.num_classes if info else None,
         "in_channels": info.in_channels if info else None,
         "policy": policy,
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "step": step,
@@ -159,6 +163,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``; select the best epoch on ``data.val``; checkpoint every epoch.
 
+    Runs on ``config.device`` (batches are prepared on the CPU and moved there); ``model`` and ``teacher`` are
+    returned to the CPU at the end, and checkpoints always hold CPU tensors.
+
     ``progress(phase, done, total, metrics)`` is called after every step (the CLI draws a bar with it).
     ``policy`` (for pruned models) is stored in every checkpoint so they rebuild without pickled modules;
     ``extra`` (e.g. a masked model's ``mask`` and ``input_shape``) too. ``after_step()`` runs after every
@@ -168,6 +175,11 @@ def train(
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    log.info("training on %s", device)
     mean, std = input_norm(model, mean=data.mean, std=data.std)
     augment = config.augment or data.augment
     decay, no_decay = [], []
@@ -225,6 +237,7 @@ def train(
                 if i >= steps_per_epoch:
                     break
                 # iterate_batches gave x/255 (mean 0, std 1): normalize per network so teacher and student may differ
+                xb01, yb = xb01.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 xb = normalize(xb01, mean=mean, std=std)
                 lr = get_lr(
                     step,
@@ -313,6 +326,9 @@ def train(
             )
     finally:
         writer.close()
+        model.to("cpu")
+        if teacher is not None:
+            teacher.to("cpu")
 
     best_ckpt = read_checkpoint(run_dir / BEST)
     model.load_state_dict(best_ckpt["state_dict"])

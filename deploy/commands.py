@@ -20,6 +20,7 @@ from prunegym.deploy.replay_config import STEPS, ReplayConfig
 log = logging.getLogger(__name__)
 
 REPLAY_HELP = {
+    "device": "where the finetune runs: auto (a CUDA GPU when there is one, else cpu), cpu, cuda, cuda:N",
     "out": "replay folder (default: RUN/replay)",
     "run": "search run folder (config.yaml + best_policy.yaml)",
     "policy": "policy YAML (instead of, or overriding, the run's best)",

@@ -125,7 +125,7 @@ def step_finetune(r: Replay) -> Path:
                       label_smoothing=c.label_smoothing, teacher=r.model if c.distill else None,
                       teacher_weights=r.weights if c.distill else None, kd_alpha=c.kd_alpha,
                       kd_temperature=c.kd_temperature, seed=c.seed, max_steps_per_epoch=c.max_steps_per_epoch,
-                      eval_test=False)  # fmt: skip
+                      eval_test=False, device=c.device)  # fmt: skip
     policy = read_checkpoint(pruned_path)["policy"]
     train(config=cfg, model=model, data=r.data, run_dir=run_dir, teacher=r.base if c.distill else None,
           policy=policy, resume=last is not None, progress=r.progress)  # fmt: skip

@@ -28,6 +28,7 @@ class ReplayConfig:
     kd_alpha: float = 0.9
     kd_temperature: float = 4.0
     max_steps_per_epoch: int | None = None
+    device: str = "auto"  # where the finetune runs: auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N
     val_size: int | None = None
     calib_images: int = 512
     calib_method: str = "minmax"

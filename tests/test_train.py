@@ -91,3 +91,31 @@ def test_train_with_teacher(tmp_path: Path, digits) -> None:
     )
     result = train(config=cfg, model=_model(), data=digits, run_dir=tmp_path, teacher=teacher)
     assert result.epochs_done == 1
+
+
+def test_device_choice_is_checked_with_a_one_line_fix() -> None:
+    from prunegym.core.device import resolve_device
+    from prunegym.core.errors import UserError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError, match="device must be"):
+        _cfg(Path("unused"), device="tpu")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("cuda:x")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"no CUDA GPU.*--device cpu"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_matches_the_cpu_run_and_leaves_cpu_tensors(tmp_path: Path, digits) -> None:
+    teacher = _model()
+    cpu = train(config=_cfg(tmp_path / "cpu", device="cpu", teacher="smallcnn"), model=_model(), data=digits,
+                run_dir=tmp_path / "cpu", teacher=teacher)  # fmt: skip
+    student = _model()
+    gpu = train(config=_cfg(tmp_path / "gpu", device="cuda", teacher="smallcnn"), model=student, data=digits,
+                run_dir=tmp_path / "gpu", teacher=teacher)  # fmt: skip
+    assert all(p.device.type == "cpu" for p in (*student.parameters(), *teacher.parameters()))
+    assert all(t.device.type == "cpu" for t in read_checkpoint(tmp_path / "gpu" / "last.pt")["state_dict"].values())
+    assert abs(gpu.best_val.top1 - cpu.best_val.top1) < 3.0  # same batches; kernels differ in rounding only
