@@ -74,6 +74,11 @@ class AMCDDPG(DDPG):
     - the truncation bounds are the full action range (AMC truncates to its [lbound, rbound] ratio bounds; here
       ratio bounds and the action wall belong to the env).
 
+    Where prunegym's search differs from AMC by default: ``run_search`` passes a ``sigma_decay`` tied to the
+    budget (σ 0.5 → 0.05 over the agent's episodes, :attr:`SearchConfig.exploration_decay`) instead of AMC's 0.95,
+    which on the ResNet-20 benchmark stopped exploration 60 episodes into a 200-episode search and lost to random
+    search (BENCHMARKS.md). This class keeps AMC's 0.95 as its own default.
+
     :param policy: policy class or alias (``"MlpPolicy"``)
     :param env: the environment (one env; episodes of exactly ``num_groups`` steps)
     :param warmup_episodes: episodes of uniform random actions before the actor acts (AMC: 100)
