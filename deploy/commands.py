@@ -28,6 +28,7 @@ REPLAY_HELP = {
     "distill": "distill from the unpruned model while finetuning",
     "calib_images": "training images to calibrate INT8",
     "calib_method": "minmax, entropy, percentile",
+    "reduce_range": "7-bit INT8 weights (default: on x86-64 CPUs without VNNI, where U8S8 kernels saturate)",
     "test_limit": "verify on only the first N test images",
     "bench_threads": "thread counts to benchmark",
     "bench_batch": "batch size of the throughput runs",

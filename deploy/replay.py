@@ -177,8 +177,9 @@ def step_quantize(r: Replay) -> Path:
     if path.exists():
         return path
     fp32 = step_export(r)["pruned"]
-    quantize_int8(fp32, path, calibration=calibration_images(r), method=r.config.calib_method,
-                  per_channel=r.config.per_channel)  # fmt: skip
+    result = quantize_int8(fp32, path, calibration=calibration_images(r), method=r.config.calib_method,
+                           per_channel=r.config.per_channel, reduce_range=r.config.reduce_range)  # fmt: skip
+    write_json(r.out / "onnx" / "quantize.json", result.to_dict())
     return path
 
 
@@ -244,6 +245,8 @@ def build_report(r: Replay) -> dict[str, Any]:
                           "latency_ms": e["latency_median_ms"], "latency_p90_ms": e["latency_p90_ms"],
                           "fps": e["throughput_fps"], "speedup": e["speedup"]}  # fmt: skip
     finetune = read_jsonl(r.out / "finetune" / "metrics.jsonl")
+    quantize_json = r.out / "onnx" / "quantize.json"
+    quantization = yaml.safe_load(quantize_json.read_text()) if quantize_json.exists() else None
     return {
         "title": f"prunegym replay: {r.model} on {r.data.spec.split(':')[0]}",
         "model": r.model,
@@ -261,6 +264,7 @@ def build_report(r: Replay) -> dict[str, Any]:
             "interleaved rounds": bench["rounds"],
         },
         "benchmark": bench,
+        "quantization": quantization,
         "finetune": {
             "epochs": len(finetune),
             "seconds": finetune[-1]["seconds"] if finetune else None,

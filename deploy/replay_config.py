@@ -33,6 +33,7 @@ class ReplayConfig:
     calib_images: int = 512
     calib_method: str = "minmax"
     per_channel: bool = True
+    reduce_range: bool | None = None  # 7-bit weights; None: on x86-64 CPUs without VNNI (U8S8 saturates there)
     test_limit: int | None = None
     bench_threads: tuple[int, ...] = (1, 2)
     bench_batch: int = 64

@@ -23,7 +23,7 @@ from prunegym.core.models import build_model
 from prunegym.core.onnx_export import export_onnx
 from prunegym.deploy.benchmark import benchmark_models
 from prunegym.deploy.bundle import render_report, write_bundle
-from prunegym.deploy.quantize import QuantizeResult, quantize_int8
+from prunegym.deploy.quantize import QuantizeResult, quantize_int8, u8s8_saturates
 from prunegym.deploy.runtime import Classifier, Preprocessing, agreement, evaluate_onnx, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,7 @@ def test_int8_keeps_accuracy_within_one_point_and_is_smaller(trained: Trained) -
     q = trained.quant
     assert q.int8_mb < q.fp32_mb and q.int8_mb == pytest.approx(trained.int8.stat().st_size / 1e6)
     assert (q.method, q.per_channel, q.quant_format, q.calibration_images) == ("minmax", True, "qdq", 256)
+    assert q.reduce_range == u8s8_saturates()  # 7-bit weights where U8S8 kernels would saturate
     assert [p.name for p in trained.int8.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
@@ -290,3 +291,14 @@ def test_entropy_calibration_is_not_minmax_in_disguise(trained: Trained, tmp_pat
     x, y = d.test_x.numpy(), d.test_y.numpy()
     fp32 = evaluate_onnx(trained.fp32, x, y, mean=d.mean, std=d.std)
     assert evaluate_onnx(entropy.int8_path, x, y, mean=d.mean, std=d.std).top1 >= fp32.top1 - 3.0
+
+
+def test_u8s8_saturation_check_reads_the_cpu_flags() -> None:
+    import platform
+
+    if platform.machine().lower() not in {"x86_64", "amd64"}:
+        assert not u8s8_saturates("flags : fpu avx2")  # only x86's VPMADDUBSW path saturates
+        return
+    assert u8s8_saturates("flags\t\t: fpu sse4_2 avx avx2 fma")  # AVX2 without VNNI
+    assert not u8s8_saturates("flags\t\t: fpu avx2 avx512f avx512_vnni")
+    assert not u8s8_saturates("flags\t\t: fpu avx2 avx_vnni")
