@@ -22,6 +22,7 @@ from prunegym.core.cli_util import (
     stdout,
 )
 from prunegym.core.data import DataSplits, load_data
+from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
 from prunegym.core.models import model_info
@@ -143,7 +144,7 @@ TRAIN_HELP = {
     "augment": "none | crop | crop+flip (default: the dataset's)",
     "acc_name": "top1 | top5: the accuracy that selects the best checkpoint",
     "max_steps_per_epoch": "cap steps per epoch (quick runs)",
-    "device": "auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N",
+    "device": DEVICE_HELP,
 }
 
 
