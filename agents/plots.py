@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from prunegym.core.io import atomic_write_bytes, read_jsonl
+from prunegym.core.io import read_jsonl
+from prunegym.core.plots import save_png
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import kept_channels
 
@@ -22,13 +21,6 @@ __all__ = ["plot_policy", "plot_run", "plot_search_curve"]
 
 SEARCH_CURVE_FILE = "search_curve.png"
 POLICY_PLOT_FILE = "best_policy.png"
-
-
-def _save(fig: Figure, out: Path) -> Path:
-    canvas = FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    canvas.print_png(buf)
-    return atomic_write_bytes(Path(out), buf.getvalue())
 
 
 def plot_search_curve(*, run_dir: Path, out: Path | None = None, warmup_episodes: int = 0) -> Path:
@@ -58,7 +50,7 @@ def plot_search_curve(*, run_dir: Path, out: Path | None = None, warmup_episodes
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, run_dir / SEARCH_CURVE_FILE if out is None else out)
+    return save_png(fig, run_dir / SEARCH_CURVE_FILE if out is None else out)
 
 
 def plot_policy(
@@ -96,7 +88,7 @@ def plot_policy(
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def plot_run(*, run_dir: Path, channels: Mapping[str, int] | None = None, warmup_episodes: int = 0) -> list[Path]:

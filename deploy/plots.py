@@ -6,18 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from torch import nn
 
+from prunegym.core.plots import Figure, save_png
 from prunegym.core.stats import model_stats
 
 
 def plot_bench(bench: Mapping[str, Any], out: Path) -> Path:
     """Two panels: batch-1 median latency and throughput vs thread count, one line per model."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     models = list(dict.fromkeys(e["model"] for e in bench["entries"]))
     for name in models:
         rows = sorted((e for e in bench["entries"] if e["model"] == name), key=lambda e: e["threads"])
@@ -31,10 +29,7 @@ def plot_bench(bench: Mapping[str, Any], out: Path) -> Path:
         ax.legend()
     fig.suptitle(f"ONNX Runtime {bench.get('onnxruntime', '')}, {bench.get('machine', '')}")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=110)
 
 
 def plot_channels(*, base: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], out: Path) -> Path:
@@ -42,7 +37,8 @@ def plot_channels(*, base: nn.Module, pruned: nn.Module, input_shape: tuple[int,
     before = {la.name: la.out_channels for la in model_stats(base, input_shape=input_shape).layers}
     after = {la.name: la.out_channels for la in model_stats(pruned, input_shape=input_shape).layers}
     names = list(before)
-    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(names)), 4))
+    fig = Figure(figsize=(max(6, 0.28 * len(names)), 4))
+    ax = fig.add_subplot()
     xs = range(len(names))
     ax.bar(xs, [before[n] for n in names], color="none", edgecolor="gray", label="before")
     ax.bar(xs, [after.get(n, 0) for n in names], color="tab:blue", alpha=0.8, label="after")
@@ -51,7 +47,4 @@ def plot_channels(*, base: nn.Module, pruned: nn.Module, input_shape: tuple[int,
     ax.set_title("channels per layer before/after pruning")
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=110)

@@ -22,8 +22,8 @@ from matplotlib.ticker import MaxNLocator
 
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl
+from prunegym.core.plots import save_png
 from prunegym.core.records import BEST_POLICY_FILE, EPISODES_FILE
-from prunegym.search.optuna_plots import save_figure
 from prunegym.search.optuna_records import best_feasible, feasible
 
 __all__ = ["MethodResult", "RunResult", "Stat", "compare_runs", "load_run", "mean_std", "plot_compare", "summarize"]
@@ -234,7 +234,7 @@ def plot_compare(runs: Sequence[RunResult], *, out: Path, title: str = "") -> Pa
     if runs:
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    return save_figure(fig, Path(out))
+    return save_png(fig, Path(out))
 
 
 def as_dict(runs: Sequence[RunResult], methods: Sequence[MethodResult]) -> dict[str, Any]:

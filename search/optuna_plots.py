@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from prunegym.core.io import atomic_write_bytes
+from prunegym.core.plots import save_png
 
-__all__ = ["PARETO_FILE", "TRIALS_FILE", "ParetoPoint", "pareto_front", "plot_pareto", "plot_trials", "save_figure"]
+__all__ = ["PARETO_FILE", "TRIALS_FILE", "ParetoPoint", "pareto_front", "plot_pareto", "plot_trials"]
 
 PARETO_FILE = "pareto.png"
 TRIALS_FILE = "search_curve.png"
@@ -39,12 +37,6 @@ class ParetoPoint:
     accuracy: float
     cost: float
     feasible: bool = True
-
-
-def save_figure(fig: Figure, out: Path) -> Path:
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
-    return atomic_write_bytes(Path(out), buf.getvalue())
 
 
 def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
@@ -121,7 +113,7 @@ def plot_pareto(
     if points:
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return save_png(fig, out)
 
 
 def plot_trials(*, records: Sequence[Mapping[str, Any]], out: Path, title: str = "") -> Path:
@@ -154,4 +146,4 @@ def plot_trials(*, records: Sequence[Mapping[str, Any]], out: Path, title: str =
     ax.set_title(title or "Optuna search")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_figure(fig, out)
+    return save_png(fig, out)

@@ -6,28 +6,20 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from prunegym.core.io import atomic_write_bytes
+from prunegym.core.plots import save_png
 
 if TYPE_CHECKING:
     from prunegym.search.sensitivity import Sensitivity
 
 __all__ = ["rounds_plot", "sensitivity_heatmap"]
-
-
-def _save(fig: Figure, out: Path) -> Path:
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
-    return atomic_write_bytes(Path(out), buf.getvalue())
 
 
 def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
@@ -55,7 +47,7 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
     ax.set_title(f"{result.model}: top-1 drop (points) vs baseline {result.baseline:.2f}%", fontsize=9)
     fig.colorbar(im, ax=ax, label="accuracy drop (points)")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def rounds_plot(rounds: Sequence[Mapping[str, Any]], out: Path, *, baseline_accuracy: float | None = None) -> Path:
@@ -82,4 +74,4 @@ def rounds_plot(rounds: Sequence[Mapping[str, Any]], out: Path, *, baseline_accu
     ax.set_title("iterative pruning: prune → finetune per round", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)

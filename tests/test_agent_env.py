@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prunegym.core.cli import main
+from prunegym.cli.main import main
 from prunegym.core.io import read_jsonl
 from prunegym.core.policy import Policy
 
@@ -78,7 +78,7 @@ def test_random_search_and_replay_to_a_bundle(digits_model: Path, tmp_path: Path
     Image.fromarray((np.eye(8) * 255).astype(np.uint8)).save(img)
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from prunegym.core.cli import main\n"
+        "from prunegym.cli.main import main\n"
         f"rc = main(['deploy', 'run', {str(bundle)!r}, {str(img)!r}, '--json'])\n"
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
         "sys.exit(rc)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunegym.core.cli import build_parser, main
+from prunegym.cli.main import build_parser, main
 from prunegym.core.models import build_model
 
 

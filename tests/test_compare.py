@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from prunegym.cli.main import main
 from prunegym.core.checkpoint import save_model
-from prunegym.core.cli import main
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl
 from prunegym.core.models import build_model

@@ -116,7 +116,7 @@ def test_vector_envs(digits_model: Path, kind: str) -> None:
 def test_env_rollout_cli_prints_accuracy_and_latency_per_episode(digits_model: Path, capsys) -> None:
     import json
 
-    from prunegym.core.cli import main
+    from prunegym.cli.main import main
 
     code = main(["env", "rollout", "--agent", "uniform", "--episodes", "3", "--model", str(digits_model), "--data",
                  "digits", "--val-size", "200", "--target-ratio", "1.0", "--latency", "measured",

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from prunegym.core.cli import main
+from prunegym.cli.main import main
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.io import read_jsonl
 from prunegym.core.policy import Policy

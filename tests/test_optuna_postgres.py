@@ -53,7 +53,7 @@ def worker_args(*, model: Path, url: str, study: str, out: Path, n_trials: int) 
     return [
         sys.executable,
         "-m",
-        "prunegym.core.cli",
+        "prunegym.cli.main",
         "--quiet",
         "optuna",
         "run",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from prunegym.cli.main import main
 from prunegym.core.checkpoint import load_model
-from prunegym.core.cli import main
 from prunegym.core.models import build_model
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning import CostTable, cost_table, uniform_ratio_for_macs

@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunegym.core.workflow as workflow
+from prunegym.cli.main import main
 from prunegym.core.checkpoint import load_model, read_checkpoint
-from prunegym.core.cli import main
 from prunegym.core.io import write_json
 from prunegym.core.masking import max_abs_diff
 from prunegym.core.policy import Policy

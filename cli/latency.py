@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from prunegym.core.cli_util import add_command, add_config_flags, config_from_args, print_json, progress_bar, stdout
+from prunegym.cli.util import add_command, add_config_flags, config_from_args, print_json, progress_bar, stdout
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
 
@@ -133,7 +133,7 @@ def _fit_text(fit: dict[str, Any]) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from prunegym.core.commands import load_model_and_data
+    from prunegym.cli.model import load_model_and_data
     from prunegym.env.latency import LatencyConfig
     from prunegym.env.latency_table import TableBuildConfig, _partial_path, build_latency_table
 

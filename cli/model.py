@@ -10,8 +10,7 @@ from pathlib import Path
 from rich.table import Table
 from torch import nn
 
-from prunegym.core.checkpoint import load_model, read_checkpoint
-from prunegym.core.cli_util import (
+from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
@@ -21,6 +20,7 @@ from prunegym.core.cli_util import (
     progress_bar,
     stdout,
 )
+from prunegym.core.checkpoint import load_model, read_checkpoint
 from prunegym.core.data import DataSplits, load_data
 from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import UserError

@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
-from prunegym.core.cli_util import (
+from prunegym.cli.env import ENV_HELP
+from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
@@ -21,7 +22,6 @@ from prunegym.core.cli_util import (
 )
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl, write_json
-from prunegym.env.commands import ENV_HELP
 from prunegym.env.factory import EnvSpec
 
 log = logging.getLogger(__name__)

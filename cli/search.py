@@ -11,12 +11,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prunegym.core.cli_util import add_command, add_config_flags, console, print_json, progress_bar, stdout
+from prunegym.cli.env import ENV_HELP
+from prunegym.cli.util import add_command, add_config_flags, console, print_json, progress_bar, stdout
 from prunegym.core.config import config_to_dict, read_config_file, resolve_config
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.io import write_yaml
 from prunegym.core.policy import Policy
-from prunegym.env.commands import ENV_HELP
 from prunegym.env.factory import EnvSpec, build_env
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The Vitis-AI/DeePhi workflow commands: ``ana``, ``prune``, ``transform``, ``iterate`` (``finetune`` is in
-:mod:`prunegym.core.commands` and accepts a pruned model as ``--model DIR/model.pt``).
+:mod:`prunegym.cli.model` and accepts a pruned model as ``--model DIR/model.pt``).
 
 Like the CLI itself this is an orchestration layer: it reaches up into ``env`` (the evaluator) and ``search``
 (sensitivity analysis, ana-based plans, plots) lazily, inside the command functions, so the library's data flow
@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from prunegym.core.checkpoint import save_model
-from prunegym.core.cli_util import (
+from prunegym.cli.model import load_model_and_data, resolve_input_shape
+from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
@@ -27,7 +27,7 @@ from prunegym.core.cli_util import (
     progress_bar,
     stdout,
 )
-from prunegym.core.commands import load_model_and_data, resolve_input_shape
+from prunegym.core.checkpoint import save_model
 from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from prunegym.core.cli_util import add_command, prepare_run_dir, progress_bar, stdout
+from prunegym.cli.util import add_command, prepare_run_dir, progress_bar, stdout
 from prunegym.core.data import load_data
 from prunegym.core.models import build_model
 from prunegym.core.train import TrainConfig, train
@@ -50,8 +50,8 @@ def train_baseline(run_dir: Path, *, epochs: int = 30, seed: int = 0) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from prunegym.agents.commands import AgentTrainConfig
     from prunegym.agents.runner import SearchConfig, run_search
+    from prunegym.cli.agent import AgentTrainConfig
     from prunegym.deploy.replay import run_replay
     from prunegym.deploy.replay_config import ReplayConfig
     from prunegym.env.factory import EnvSpec, build_env

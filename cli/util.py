@@ -35,7 +35,7 @@ stdout = Console()
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, example: str) -> argparse.ArgumentParser:
-    from prunegym.core.cli import HelpFormatter
+    from prunegym.cli.main import HelpFormatter
 
     p = sub.add_parser(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=HelpFormatter

@@ -1,4 +1,4 @@
-"""``prunegym env rollout`` (``prunegym latency build|check`` live in :mod:`prunegym.env.latency_commands`)."""
+"""``prunegym env rollout`` (``prunegym latency build|check`` live in :mod:`prunegym.cli.latency`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import numpy as np
 from rich.table import Table
 
-from prunegym.core.cli_util import (
+from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from prunegym.core.cli_util import (
+from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,

@@ -16,14 +16,14 @@ from prunegym.core.errors import UserError
 
 # Each module exposes register(subparsers); a missing one is simply absent from --help.
 COMMAND_MODULES = (
-    "prunegym.core.commands",
-    "prunegym.core.workflow_commands",
-    "prunegym.core.demo",
-    "prunegym.env.commands",
-    "prunegym.env.latency_commands",
-    "prunegym.agents.commands",
-    "prunegym.search.commands",
-    "prunegym.deploy.commands",
+    "prunegym.cli.model",
+    "prunegym.cli.workflow",
+    "prunegym.cli.demo",
+    "prunegym.cli.env",
+    "prunegym.cli.latency",
+    "prunegym.cli.agent",
+    "prunegym.cli.search",
+    "prunegym.cli.deploy",
 )
 
 
