@@ -22,7 +22,8 @@ from prunegym.agents.checkpoint import restore_agent, write_checkpoint
 from prunegym.agents.ddpg import num_groups_of
 from prunegym.agents.random_search import run_random_search
 from prunegym.agents.search_config import SearchConfig, resume_point
-from prunegym.core.records import TENSORBOARD_DIR, EpisodeRecorder, ProgressFn, SearchSummary, policy_template_of
+from prunegym.core.records import EpisodeRecorder, ProgressFn, SearchSummary, policy_template_of
+from prunegym.core.run_folder import TENSORBOARD_DIR
 
 __all__ = ["SearchCallback", "SearchConfig", "SearchSummary", "run_search"]
 

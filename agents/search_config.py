@@ -10,7 +10,8 @@ from typing import Any
 from prunegym.agents.algorithms import AGENT_NAMES
 from prunegym.agents.checkpoint import CHECKPOINTS_DIR, SearchCheckpoint, read_latest_checkpoint
 from prunegym.core.errors import ConfigError, UserError
-from prunegym.core.records import EPISODES_FILE, truncate_episodes
+from prunegym.core.records import truncate_episodes
+from prunegym.core.run_folder import EPISODES_FILE
 
 __all__ = ["SEARCH_AGENTS", "SearchConfig", "resume_point"]
 

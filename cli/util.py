@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import types
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,9 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from prunegym.core.config import config_to_dict, read_config_file, resolve_config
-from prunegym.core.errors import UserError
-from prunegym.core.io import write_yaml
+from prunegym.core.config import config_options, read_config_file, resolve_config
+from prunegym.core.run_folder import prepare_run_dir  # noqa: F401  (TODO: importers use core.run_folder)
 
 C = TypeVar("C")
 log = logging.getLogger(__name__)
@@ -51,20 +47,20 @@ def add_config_flags(
     help: dict[str, str] | None = None,
     skip: tuple[str, ...] = (),
 ) -> None:
-    """One flag per dataclass field (``--field-name``), typed from its annotation, default shown in help."""
+    """One flag per option of config dataclass ``cls`` (``--option-name``; nested configs flattened), typed from
+    its annotation, with the help text of the field's ``Args:`` docstring line (``help`` overrides) and its default.
+    """
     help = help or {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
+    for opt in config_options(cls).values():
+        if opt.name in skip:
             continue
-        ann = hints[f.name]
+        ann = opt.annotation
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if typing.get_origin(ann) in (typing.Union, types.UnionType) and args:
             ann = args[0]
-        default = None if f.default is dataclasses.MISSING else f.default
-        text = help.get(f.name, "")
-        text = f"{text} (default: {default})" if f.default is not dataclasses.MISSING else f"{text} (required)"
-        flag = "--" + f.name.replace("_", "-")
+        text = help.get(opt.name) or opt.help
+        text = f"{text} (required)" if opt.required else f"{text} (default: {opt.default})"
+        flag = "--" + opt.name.replace("_", "-")
         if ann is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         elif typing.get_origin(ann) is tuple:
@@ -77,28 +73,6 @@ def add_config_flags(
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
     return resolve_config(cls, file_values=file_values, flag_values=vars(args))
-
-
-def prepare_run_dir(out: str | Path, *, config: Any, resume: bool, command: str) -> Path:
-    """Create the run folder and write the resolved ``config.yaml``.
-
-    An existing run folder is never overwritten silently: without ``--resume`` that is an error.
-    """
-    run_dir = Path(out)
-    cfg_path = run_dir / "config.yaml"
-    cfg = {"command": command, **config_to_dict(config)}
-    if cfg_path.exists():
-        if not resume:
-            raise UserError(
-                f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        changed = sorted(k for k in cfg if old.get(k) != cfg[k])
-        if changed:
-            log.warning("resuming %s with changed options: %s", run_dir, ", ".join(changed))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(cfg_path, cfg)
-    return run_dir
 
 
 def print_json(obj: Any) -> None:

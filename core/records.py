@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,25 +18,21 @@ import numpy as np
 
 from prunegym.core.io import append_jsonl, atomic_write_text, read_jsonl
 from prunegym.core.policy import Policy
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, RunRecorder
 
 __all__ = [
-    "BEST_POLICY_FILE",
-    "EPISODES_FILE",
     "RECORD_KEYS",
-    "TENSORBOARD_DIR",
     "EpisodeRecorder",
     "ProgressFn",
     "SearchSummary",
     "best_record",
     "episode_record",
+    "feasible",
     "truncate_episodes",
 ]
 
 log = logging.getLogger(__name__)
 
-EPISODES_FILE = "episodes.jsonl"
-BEST_POLICY_FILE = "best_policy.yaml"
-TENSORBOARD_DIR = "tensorboard"
 RECORD_KEYS: tuple[str, ...] = (
     "episode",
     "reward",
@@ -121,12 +117,18 @@ def episode_record(*, episode: int, info: Mapping[str, Any], sigma: float | None
     }
 
 
-def best_record(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The record with the highest finite reward (the earliest on ties), or ``None``."""
+def feasible(record: Mapping[str, Any]) -> bool:
+    """A record within the budget (records without a ``constraint``, e.g. the agents', count as feasible)."""
+    c = record.get("constraint")
+    return c is None or c <= 0.0
+
+
+def best_record(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The feasible record with the highest finite reward (the earliest on ties), or ``None``."""
     best = None
     for rec in records:
         reward = rec.get("reward")
-        if reward is None or not math.isfinite(reward):
+        if reward is None or not math.isfinite(reward) or not feasible(rec):
             continue
         if best is None or reward > best["reward"]:
             best = rec
@@ -156,15 +158,18 @@ def truncate_episodes(run_dir: Path, *, keep: int) -> list[dict[str, Any]]:
     return kept
 
 
-class EpisodeRecorder:
+class EpisodeRecorder(RunRecorder):
     """Writes every finished episode: JSONL line, TensorBoard scalars, best policy, progress callback.
 
-    :param run_dir: the run folder
-    :param source: policy source written into ``best_policy.yaml`` (``agents.ddpg``, ``agents.random``)
-    :param total_episodes: episode budget, for ``progress``
-    :param records: records already in ``episodes.jsonl`` (on resume), to continue numbering and the best reward
-    :param progress: called as ``progress(episodes_done, total_episodes, best_reward)`` after every episode
-    :param tensorboard: write TensorBoard events under ``run_dir/tensorboard/search``
+    Args:
+        run_dir: the run folder.
+        source: policy source written into ``best_policy.yaml`` (``agents.ddpg``, ``agents.random``).
+        total_episodes: episode budget, for ``progress``.
+        records: records already in ``episodes.jsonl`` (on resume), to continue numbering and the best reward.
+        progress: called as ``progress(episodes_done, total_episodes, best_reward)`` after every episode.
+        tensorboard: write TensorBoard events under ``run_dir/tensorboard/search``.
+        policy_template: the env's policy metadata (model, round_to, criterion, input_shape) for
+            ``best_policy.yaml``.
     """
 
     def __init__(
@@ -178,27 +183,16 @@ class EpisodeRecorder:
         tensorboard: bool = True,
         policy_template: Policy | None = None,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        # purge_step hides the events of episodes dropped on resume
+        super().__init__(run_dir=run_dir, total=total_episodes, tensorboard=tensorboard, tensorboard_dir="search",
+                         purge_step=len(records))  # fmt: skip
         self.source = source
-        self.total_episodes = total_episodes
         self.progress = progress
         self.episodes_done = len(records)
         best = best_record(records)
         self.best: dict[str, Any] | None = dict(best) if best is not None else None
-        self._policy_template: Policy | None = policy_template  # model/round_to/criterion/input_shape of the env
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(
-                str(self.run_dir / TENSORBOARD_DIR / "search"),
-                purge_step=self.episodes_done,  # hides events of episodes dropped on resume
-            )
+        self._policy_template: Policy | None = policy_template
         self._sync_best_policy_file()
-
-    @property
-    def best_reward(self) -> float | None:
-        return None if self.best is None else float(self.best["reward"])
 
     def record(self, info: Mapping[str, Any], *, sigma: float | None) -> dict[str, Any]:
         """Write episode number :attr:`episodes_done` from its final ``info``; return the JSONL record."""
@@ -214,7 +208,7 @@ class EpisodeRecorder:
             log.info("episode %d: new best reward %.4f", record["episode"], record["reward"])
         self._write_tensorboard(record)
         if self.progress is not None:
-            self.progress(self.episodes_done, self.total_episodes, self.best_reward)
+            self.progress(self.episodes_done, self.total, self.best_reward)
         return record
 
     def summary(self, *, agent: str, resumed_from: int) -> SearchSummary:
@@ -228,12 +222,6 @@ class EpisodeRecorder:
             best_reward=None if best is None else float(best["reward"]),
             best_policy=None if best is None else dict(best["policy"]),
         )
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
 
     # ------------------------------------------------------------------ internals
 
@@ -270,9 +258,6 @@ class EpisodeRecorder:
             self._save_best_policy(self.best)
 
     def _write_tensorboard(self, record: Mapping[str, Any]) -> None:
-        if self._writer is None:
-            return
-        step = int(record["episode"])
         scalars = {
             "search/reward": record["reward"],
             "search/best_reward": self.best_reward,
@@ -282,10 +267,5 @@ class EpisodeRecorder:
             **{f"seconds/{k}": v for k, v in (record.get("seconds") or {}).items()},
             **{f"actions/{k}": v for k, v in record["policy"].items()},
         }
-        for tag, value in scalars.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self._writer.add_scalar(tag, float(value), global_step=step)
-        ratios = np.asarray(list(record["policy"].values()), dtype=np.float64)
-        if ratios.size:
-            self._writer.add_histogram("search/ratios", ratios, global_step=step)
-        self._writer.flush()
+        self.write_scalars(scalars, step=int(record["episode"]), ratios=list(record["policy"].values()),
+                           ratios_tag="search/ratios")  # fmt: skip

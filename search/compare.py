@@ -23,8 +23,8 @@ from matplotlib.ticker import MaxNLocator
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl
 from prunegym.core.plots import save_png
-from prunegym.core.records import BEST_POLICY_FILE, EPISODES_FILE
-from prunegym.search.optuna_records import best_feasible, feasible
+from prunegym.core.records import best_record, feasible
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE
 
 __all__ = ["MethodResult", "RunResult", "Stat", "compare_runs", "load_run", "mean_std", "plot_compare", "summarize"]
 
@@ -138,7 +138,7 @@ def load_run(path: str | Path) -> RunResult:
     if not (run_dir / EPISODES_FILE).exists():
         raise UserError(f"{run_dir} has no {EPISODES_FILE}; pass run folders of `prunegym search` or `optuna run`")
     method, seed = method_of(run_dir)
-    best = best_feasible(records)
+    best = best_record(records)
     curve, top = [], -math.inf
     for rec in records:
         reward = rec.get("reward")

@@ -13,32 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from prunegym.core.errors import UserError
 from prunegym.core.io import append_jsonl, atomic_write_text, read_jsonl
 from prunegym.core.policy import Policy
-from prunegym.core.records import (
-    BEST_POLICY_FILE,
-    EPISODES_FILE,
-    RECORD_KEYS,
-    TENSORBOARD_DIR,
-    ProgressFn,
-    episode_record,
-)
+from prunegym.core.records import RECORD_KEYS, ProgressFn, best_record, episode_record, feasible
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, RunRecorder
 
 __all__ = [
     "FINISHED",
     "METRIC_ATTRS",
     "TrialRecorder",
-    "best_feasible",
     "feasible",
     "trial_policy",
     "trial_record",
@@ -51,22 +42,6 @@ METRIC_ATTRS = ("reward", "accuracy", "top5", "macs_ratio", "params_ratio", "lat
 BUDGET = "budget"
 
 
-def feasible(record: Mapping[str, Any]) -> bool:
-    """A record within the budget (records without a ``constraint``, e.g. the agents', count as feasible)."""
-    c = record.get("constraint")
-    return c is None or c <= 0.0
-
-
-def best_feasible(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The feasible record with the highest finite reward (the earliest on ties), or ``None``."""
-    best = None
-    for rec in records:
-        reward = rec.get("reward")
-        if reward is None or not math.isfinite(reward) or not feasible(rec):
-            continue
-        if best is None or reward > best["reward"]:
-            best = rec
-    return best
 
 
 def trial_policy(trial: FrozenTrial) -> Policy:
@@ -103,14 +78,15 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     return record
 
 
-class TrialRecorder:
+class TrialRecorder(RunRecorder):
     """Writes this worker's finished trials (an Optuna ``callbacks`` entry).
 
-    :param run_dir: the run folder
-    :param worker: this worker's id (trial user attribute ``worker``); other workers' trials are ignored
-    :param total: this worker's trial budget, for ``progress``
-    :param progress: ``progress(trials_done, total, best_reward)`` after every recorded trial
-    :param tensorboard: write scalars under ``run_dir/tensorboard/optuna`` (step = trial number)
+    Args:
+        run_dir: the run folder.
+        worker: this worker's id (trial user attribute ``worker``); other workers' trials are ignored.
+        total: this worker's trial budget, for ``progress``.
+        progress: ``progress(trials_done, total, best_reward)`` after every recorded trial.
+        tensorboard: write scalars under ``run_dir/tensorboard/optuna`` (step = trial number).
     """
 
     def __init__(
@@ -122,30 +98,20 @@ class TrialRecorder:
         progress: ProgressFn | None = None,
         tensorboard: bool = True,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir=run_dir, total=total, tensorboard=tensorboard, tensorboard_dir="optuna")
         self.worker = worker
-        self.total = total
         self.progress = progress
         self.records: list[dict[str, Any]] = []
-        self.best: Mapping[str, Any] | None = None
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR / "optuna"))
 
     @property
     def path(self) -> Path:
         return self.run_dir / EPISODES_FILE
 
-    @property
-    def best_reward(self) -> float | None:
-        return None if self.best is None else float(self.best["reward"])
-
     def sync(self, trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
         """Make ``episodes.jsonl`` hold exactly this worker's finished ``trials`` (adding lines a crash lost).
 
-        :raises UserError: the file names trials the study does not hold as finished by this worker
+        Raises:
+            UserError: the file names trials the study does not hold as finished by this worker.
         """
         records = read_jsonl(self.path)
         numbers = [int(r["episode"]) for r in records]
@@ -162,7 +128,7 @@ class TrialRecorder:
         text = "".join(json.dumps(r) + "\n" for r in self.records)
         if (self.path.read_text(encoding="utf-8") if self.path.exists() else "") != text:
             atomic_write_text(self.path, text)  # also drops a torn last line left by a crash
-        self.best = best_feasible(self.records)
+        self.best = best_record(self.records)
         self.write_best_policy(list(finished.values()))
         for rec in restored:
             self._write_tensorboard(rec)
@@ -176,7 +142,7 @@ class TrialRecorder:
         record = trial_record(trial)
         append_jsonl(self.path, record)
         self.records.append(record)
-        if best_feasible([record]) is not None and (self.best is None or record["reward"] > self.best["reward"]):
+        if best_record([record]) is not None and (self.best is None or record["reward"] > self.best["reward"]):
             self.best = record
             trial_policy(trial).save(self.run_dir / BEST_POLICY_FILE)
             log.info("trial %d: new best reward %.4f", trial.number, record["reward"])
@@ -200,12 +166,6 @@ class TrialRecorder:
                 pass
         trial = next(t for t in trials if t.number == number)
         trial_policy(trial).save(path)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
 
     def _write_tensorboard(self, record: Mapping[str, Any]) -> None:
         if self._writer is None:
@@ -231,10 +191,4 @@ class TrialRecorder:
             "best/macs_ratio": None if best is None else best.get("macs_ratio"),
             "best/latency_ms": None if best is None else best.get("latency_ms"),
         }
-        for tag, value in scalars.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                self._writer.add_scalar(tag, float(value), global_step=step)
-        ratios = np.asarray(list(record["policy"].values()), dtype=np.float64)
-        if ratios.size:
-            self._writer.add_histogram("trial/ratios", ratios, global_step=step)
-        self._writer.flush()
+        self.write_scalars(scalars, step=step, ratios=list(record["policy"].values()), ratios_tag="trial/ratios")

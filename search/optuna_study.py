@@ -39,13 +39,14 @@ from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_yaml
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
 from prunegym.core.records import ProgressFn
+from prunegym.core.run_folder import STUDY_FILE
 from prunegym.env.pruning_env import PruningEnv
 from prunegym.search.optuna_config import (
     OBJECTIVES,
@@ -57,7 +58,7 @@ from prunegym.search.optuna_config import (
 )
 from prunegym.search.optuna_objective import TrialObjective, action_of_ratio
 from prunegym.search.optuna_plots import PARETO_FILE, TRIALS_FILE, ParetoPoint, pareto_front, plot_pareto, plot_trials
-from prunegym.search.optuna_records import FINISHED, TrialRecorder, trial_policy
+from prunegym.search.optuna_records import FINISHED, TrialRecorder
 from prunegym.search.optuna_storage import StorageSpec, open_storage, resolve_storage
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
     "StudyConfig",
     "StudySummary",
     "action_of_ratio",
-    "export_policy",
     "load_run_study",
     "make_sampler",
     "run_study",
@@ -77,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "study.yaml"
 LOCK_FILE = ".optuna.lock"
 # attributes of the study that must match for a worker to join it
 _ATTR_PROBLEM = "prunegym_problem"
@@ -453,8 +452,3 @@ def summary_dict(summary: StudySummary) -> dict[str, Any]:
     out["plots"] = [str(p) for p in summary.plots]
     out["pareto"] = list(summary.pareto)
     return out
-
-
-def export_policy(trial: FrozenTrial) -> Policy:
-    """The policy YAML of a trial, as ``prunegym optuna best`` writes it."""
-    return trial_policy(trial)
