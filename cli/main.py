@@ -1,7 +1,9 @@
 """The ``prunegym`` command line: one sub-command per job, each with ``--help`` showing an example.
 
 Errors the user can fix (:class:`~prunegym.core.errors.UserError`) print one line and exit with code 2;
-``--debug`` shows the traceback. Sub-commands live next to the subsystem they drive and register here.
+``--debug`` shows the traceback. The command families are listed in :data:`REGISTRY`, each a ``cli`` module with
+a ``register(subparsers)`` function. A family whose optional dependency is missing (torch, in a deploy-only
+environment) still appears: its commands say what to install instead of running.
 """
 
 from __future__ import annotations
@@ -11,19 +13,35 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prunegym.core.errors import UserError
 
-# Each module exposes register(subparsers); a missing one is simply absent from --help.
-COMMAND_MODULES = (
-    "prunegym.cli.model",
-    "prunegym.cli.workflow",
-    "prunegym.cli.demo",
-    "prunegym.cli.env",
-    "prunegym.cli.latency",
-    "prunegym.cli.agent",
-    "prunegym.cli.search",
-    "prunegym.cli.deploy",
+__all__ = ["REGISTRY", "CommandFamily", "HelpFormatter", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class CommandFamily:
+    """A ``cli`` module and the top-level commands its ``register(subparsers)`` adds.
+
+    Args:
+        module: the module's import name.
+        commands: the top-level command names it registers (named here so they show even when it cannot load).
+    """
+
+    module: str
+    commands: tuple[str, ...]
+
+
+REGISTRY: tuple[CommandFamily, ...] = (
+    CommandFamily("prunegym.cli.model", ("stat", "eval", "train", "finetune")),
+    CommandFamily("prunegym.cli.workflow", ("ana", "prune", "transform", "iterate")),
+    CommandFamily("prunegym.cli.demo", ("demo",)),
+    CommandFamily("prunegym.cli.env", ("env",)),
+    CommandFamily("prunegym.cli.latency", ("latency",)),
+    CommandFamily("prunegym.cli.agent", ("agent",)),
+    CommandFamily("prunegym.cli.search", ("optuna", "compare")),
+    CommandFamily("prunegym.cli.deploy", ("replay", "deploy")),
 )
 
 
@@ -40,18 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name in COMMAND_MODULES:
+    for family in REGISTRY:
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(family.module)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            if exc.name == "torch":  # a deploy-only environment: ONNX Runtime commands still work
-                logging.getLogger(__name__).debug("skipping %s: torch is not installed", name)
-                continue
-            raise
+            missing = (exc.name or "").split(".")[0]
+            if not missing or missing == "prunegym":
+                raise  # our own module is missing: a broken install, not an optional dependency
+            _register_unavailable(sub, family, missing=missing)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, family: CommandFamily, *, missing: str) -> None:
+    """Commands that cannot load: listed in ``--help``, and running one says what to install."""
+    logging.getLogger(__name__).debug("%s needs %s, which is not installed", family.module, missing)
+    hint = "pip install torch==2.13.0" if missing == "torch" else f"pip install {missing}"
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise UserError(f"`prunegym {args.command}` needs the package '{missing}', which is not installed; {hint}")
+
+    for name in family.commands:
+        p = sub.add_parser(name, help=f"(unavailable here: needs {missing})")
+        p.add_argument("args", nargs=argparse.REMAINDER, help="ignored")
+        p.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from prunegym.cli.main import build_parser, main
+from prunegym.cli import main as cli_main
+from prunegym.cli.main import REGISTRY, build_parser, main
 from prunegym.core.models import build_model
 
 
@@ -33,6 +35,53 @@ def test_help_lists_commands_with_examples(capsys) -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, p in sub.choices.items():
         assert "example:" in p.format_help(), name
+
+
+def _command_paths(parser) -> list[tuple[str, ...]]:
+    """Every command and sub-action of the parser, as argv prefixes (``("agent", "train")``)."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((name,))
+                paths.extend((name, *rest) for rest in _command_paths(sub))
+    return paths
+
+
+def test_registry_names_every_command_its_modules_register() -> None:
+    parser = build_parser()
+    top = next(a for a in parser._actions if a.dest == "command")
+    declared = [name for family in REGISTRY for name in family.commands]
+    assert sorted(top.choices) == sorted(declared)
+    assert len(declared) == len(set(declared))
+
+
+def test_every_registered_command_builds_its_help(capsys) -> None:
+    paths = _command_paths(build_parser())
+    assert ("agent", "train") in paths and ("latency", "build") in paths and ("deploy", "run") in paths
+    assert len(paths) >= 25
+    for path in paths:
+        with pytest.raises(SystemExit) as stop:
+            main([*path, "--help"])
+        assert stop.value.code == 0, path
+        out = capsys.readouterr().out
+        assert out.startswith("usage: prunegym " + " ".join(path)), path
+        assert "example:" in out, path
+
+
+def test_a_family_whose_dependency_is_missing_is_listed_and_says_what_to_install(monkeypatch, capsys) -> None:
+    real_import = cli_main.importlib.import_module
+
+    def without_torch(name: str):
+        if name == "prunegym.cli.agent":
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_import(name)
+
+    monkeypatch.setattr(cli_main.importlib, "import_module", without_torch)
+    assert "needs torch" in build_parser().format_help()
+    code, _, err = run(capsys, "agent", "train")
+    assert code == 2
+    assert "needs the package 'torch'" in one_line_error(err)
 
 
 def test_stat_json_resnet56(capsys) -> None:
