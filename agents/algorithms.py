@@ -58,16 +58,16 @@ def make_agent(
 ) -> BaseAlgorithm:
     """A search agent by name, configured for episodes of ``num_groups`` steps.
 
-    :param name: ``"ddpg"`` (AMC's DDPG, :func:`~prunegym.agents.ddpg.make_amc_ddpg`), ``"td3"``, ``"sac"``
-        or ``"ppo"``
-    :param env: the environment (one env, fixed-length episodes)
-    :param seed: seed of all the agent's RNGs
-    :param warmup_episodes: episodes of uniform random actions (off-policy agents; PPO has no warm-up)
-    :param num_groups: steps per episode; ``None`` reads ``env.unwrapped.num_groups``
-    :param tensorboard_log: folder for SB3's TensorBoard logs, or ``None``
-    :param device: PyTorch device
-    :param verbose: SB3 verbosity
-    :param sigma_decay: per-episode decay of DDPG's exploration σ after warm-up (AMC: 0.95)
+    Args:
+        name: ``"ddpg"`` (AMC's DDPG, :func:`~prunegym.agents.ddpg.make_amc_ddpg`), ``"td3"``, ``"sac"`` or ``"ppo"``.
+        env: the environment (one env, fixed-length episodes)
+        seed: seed of all the agent's RNGs.
+        warmup_episodes: episodes of uniform random actions (off-policy agents; PPO has no warm-up)
+        num_groups: steps per episode; ``None`` reads ``env.unwrapped.num_groups``.
+        tensorboard_log: folder for SB3's TensorBoard logs, or ``None``.
+        device: PyTorch device.
+        verbose: SB3 verbosity.
+        sigma_decay: per-episode decay of DDPG's exploration σ after warm-up (AMC: 0.95)
     """
     key = name.lower()
     if key not in AGENT_NAMES:

@@ -40,15 +40,16 @@ _ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "
 class EpisodeRewardReplayBuffer(ReplayBuffer):
     """Replay buffer that writes each episode's final reward onto all its transitions, and baselines batches.
 
-    :param buffer_size: rows kept (AMC: 100 × number of layers/groups)
-    :param observation_space: observation space
-    :param action_space: action space
-    :param device: PyTorch device of the sampled tensors
-    :param n_envs: parallel environments (rows of one episode are tracked per env)
-    :param optimize_memory_usage: must stay ``False`` (relabelling needs ``next_observations``)
-    :param handle_timeout_termination: as in :class:`~stable_baselines3.common.buffers.ReplayBuffer`
-    :param baseline_alpha: moving-average step of the reward baseline (AMC: 0.5)
-    :param subtract_baseline: subtract the moving-average baseline in ``_get_samples`` (AMC: yes)
+    Args:
+        buffer_size: rows kept (AMC: 100 × number of layers/groups)
+        observation_space: observation space.
+        action_space: action space.
+        device: PyTorch device of the sampled tensors.
+        n_envs: parallel environments (rows of one episode are tracked per env)
+        optimize_memory_usage: must stay ``False`` (relabelling needs ``next_observations``)
+        handle_timeout_termination: as in :class:`~stable_baselines3.common.buffers.ReplayBuffer`.
+        baseline_alpha: moving-average step of the reward baseline (AMC: 0.5)
+        subtract_baseline: subtract the moving-average baseline in ``_get_samples`` (AMC: yes)
 
     Rows of an episode still in progress keep the env's per-step reward (0 for PruningEnv) until it ends; with
     ``train_freq=(1, "episode")`` no batch is drawn while an episode is open. Rows overwritten by wrap-around

@@ -61,9 +61,10 @@ STATE_FILE = "state.json"
 class SearchCheckpoint:
     """A checkpoint folder and its ``state.json``.
 
-    :param path: the checkpoint folder
-    :param episodes_done: episodes finished (and trained on) when it was written
-    :param state: the decoded ``state.json``
+    Args:
+        path: the checkpoint folder.
+        episodes_done: episodes finished (and trained on) when it was written.
+        state: the decoded ``state.json``.
     """
 
     path: Path
@@ -136,11 +137,14 @@ def write_checkpoint(
 ) -> Path:
     """Write a checkpoint folder for ``episodes_done`` episodes, then point ``latest.json`` at it.
 
-    :param run_dir: the run folder
-    :param episodes_done: episodes finished when the checkpoint is taken
-    :param state: JSON-safe search state (config, best reward, ...); the agent's own state is added
-    :param model: the agent, or ``None`` (random search)
-    :return: the checkpoint folder
+    Args:
+        run_dir: the run folder.
+        episodes_done: episodes finished when the checkpoint is taken.
+        state: JSON-safe search state (config, best reward, ...); the agent's own state is added.
+        model: the agent, or ``None`` (random search)
+
+    Returns:
+        The checkpoint folder.
     """
     root = Path(run_dir) / CHECKPOINTS_DIR
     name = f"ep{episodes_done:06d}-{uuid.uuid4().hex[:8]}"

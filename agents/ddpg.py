@@ -75,33 +75,34 @@ class AMCDDPG(DDPG):
       ratio bounds and the action wall belong to the env).
 
     Where prunegym's search differs from AMC by default: ``run_search`` passes a ``sigma_decay`` tied to the
-    budget (σ 0.5 → 0.05 over the agent's episodes, :attr:`SearchConfig.exploration_decay`) instead of AMC's 0.95,
-    which on the ResNet-20 benchmark stopped exploration 60 episodes into a 200-episode search and lost to random
-    search (BENCHMARKS.md). This class keeps AMC's 0.95 as its own default.
+    budget (σ 0.5 → 0.05 over the agent's episodes, :attr:`SearchConfig.exploration_decay`) instead of AMC's 0.95
+    (BENCHMARKS.md, "Search: DDPG vs Optuna vs random vs uniform", says why). This class keeps AMC's 0.95 as its
+    own default.
 
-    :param policy: policy class or alias (``"MlpPolicy"``)
-    :param env: the environment (one env; episodes of exactly ``num_groups`` steps)
-    :param warmup_episodes: episodes of uniform random actions before the actor acts (AMC: 100)
-    :param num_groups: steps per episode (prunable groups); sets buffer size and ``learning_starts``
-    :param learning_rate: actor learning rate, or a schedule of the remaining progress (AMC: 1e-4)
-    :param critic_learning_rate: critic learning rate or schedule (AMC: 1e-3)
-    :param buffer_size: replay rows; ``None`` means 100 × ``num_groups`` (AMC)
-    :param batch_size: minibatch size (AMC: 64)
-    :param tau: Polyak coefficient of the target networks (AMC: 0.01)
-    :param gamma: discount (AMC: 1, the episode is the horizon)
-    :param train_freq: collection between updates (AMC: ``(1, "episode")``)
-    :param gradient_steps: updates per collection, -1 = one per collected transition (AMC)
-    :param initial_sigma: exploration σ of the first actor episode, [0, 1] units (AMC: 0.5)
-    :param sigma_decay: per-episode decay of σ (AMC: 0.95)
-    :param baseline_alpha: step of the moving-average reward baseline (AMC: 0.5)
-    :param subtract_baseline: subtract the baseline from sampled rewards (AMC: yes)
-    :param action_noise: extra additive SB3 noise on top of the truncated normal; leave ``None`` for AMC
-    :param policy_kwargs: extra policy arguments, merged over ``net_arch=[300, 300]`` for actor and critic
-    :param tensorboard_log: folder for SB3's TensorBoard logs (losses, learning rates), or ``None``
-    :param verbose: SB3 verbosity (0 none, 1 info, 2 debug)
-    :param seed: seed of Python/NumPy/PyTorch/action-space RNGs and of the exploration generator
-    :param device: PyTorch device; the 300-300 MLPs are fastest on ``"cpu"``
-    :param _init_setup_model: build the networks now (SB3 convention)
+    Args:
+        policy: policy class or alias (``"MlpPolicy"``)
+        env: the environment (one env; episodes of exactly ``num_groups`` steps)
+        warmup_episodes: episodes of uniform random actions before the actor acts (AMC: 100)
+        num_groups: steps per episode (prunable groups); sets buffer size and ``learning_starts``.
+        learning_rate: actor learning rate, or a schedule of the remaining progress (AMC: 1e-4)
+        critic_learning_rate: critic learning rate or schedule (AMC: 1e-3)
+        buffer_size: replay rows; ``None`` means 100 × ``num_groups`` (AMC)
+        batch_size: minibatch size (AMC: 64)
+        tau: Polyak coefficient of the target networks (AMC: 0.01)
+        gamma: discount (AMC: 1, the episode is the horizon)
+        train_freq: collection between updates (AMC: ``(1, "episode")``)
+        gradient_steps: updates per collection, -1 = one per collected transition (AMC)
+        initial_sigma: exploration σ of the first actor episode, [0, 1] units (AMC: 0.5)
+        sigma_decay: per-episode decay of σ (AMC: 0.95)
+        baseline_alpha: step of the moving-average reward baseline (AMC: 0.5)
+        subtract_baseline: subtract the baseline from sampled rewards (AMC: yes)
+        action_noise: extra additive SB3 noise on top of the truncated normal; leave ``None`` for AMC.
+        policy_kwargs: extra policy arguments, merged over ``net_arch=[300, 300]`` for actor and critic.
+        tensorboard_log: folder for SB3's TensorBoard logs (losses, learning rates), or ``None``.
+        verbose: SB3 verbosity (0 none, 1 info, 2 debug)
+        seed: seed of Python/NumPy/PyTorch/action-space RNGs and of the exploration generator.
+        device: PyTorch device; the 300-300 MLPs are fastest on ``"cpu"``.
+        _init_setup_model: build the networks now (SB3 convention)
     """
 
     replay_buffer: ReplayBuffer
@@ -234,14 +235,15 @@ def make_amc_ddpg(
 ) -> AMCDDPG:
     """AMC's DDPG agent on ``env`` with AMC's hyper-parameters.
 
-    :param env: a PruningEnv (or any env with a ``Box(-1, 1, (1,))`` action and fixed-length episodes)
-    :param seed: seed of every RNG the agent uses; equal seeds give equal runs on the same env
-    :param warmup_episodes: episodes of uniform random actions before the actor acts (AMC: 100)
-    :param num_groups: steps per episode; ``None`` reads ``env.unwrapped.num_groups``
-    :param tensorboard_log: folder for SB3's TensorBoard logs, or ``None``
-    :param device: PyTorch device (``"cpu"`` is fastest for 300-300 MLPs)
-    :param verbose: SB3 verbosity
-    :param overrides: any other :class:`AMCDDPG` argument (``batch_size=``, ``critic_learning_rate=``, ...)
+    Args:
+        env: a PruningEnv (or any env with a ``Box(-1, 1, (1,))`` action and fixed-length episodes)
+        seed: seed of every RNG the agent uses; equal seeds give equal runs on the same env.
+        warmup_episodes: episodes of uniform random actions before the actor acts (AMC: 100)
+        num_groups: steps per episode; ``None`` reads ``env.unwrapped.num_groups``.
+        tensorboard_log: folder for SB3's TensorBoard logs, or ``None``.
+        device: PyTorch device (``"cpu"`` is fastest for 300-300 MLPs)
+        verbose: SB3 verbosity.
+        overrides: any other :class:`AMCDDPG` argument (``batch_size=``, ``critic_learning_rate=``, ...)
     """
     return AMCDDPG(
         "MlpPolicy",

@@ -24,9 +24,10 @@ SCALED_PER_UNIT = 2.0
 class TruncatedNormalSchedule:
     """σ per episode: ``initial_sigma · decay^(episode - warmup_episodes)`` in [0, 1] action units.
 
-    :param warmup_episodes: episodes of uniform random actions before the actor is used (σ is ``None`` there)
-    :param initial_sigma: σ of the first episode after warm-up, in [0, 1] units (AMC: 0.5)
-    :param decay: per-episode multiplicative decay (AMC: 0.95)
+    Args:
+        warmup_episodes: episodes of uniform random actions before the actor is used (σ is ``None`` there)
+        initial_sigma: σ of the first episode after warm-up, in [0, 1] units (AMC: 0.5)
+        decay: per-episode multiplicative decay (AMC: 0.95)
     """
 
     warmup_episodes: int

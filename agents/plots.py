@@ -26,9 +26,10 @@ POLICY_PLOT_FILE = "best_policy.png"
 def plot_search_curve(*, run_dir: Path, out: Path | None = None, warmup_episodes: int = 0) -> Path:
     """Reward per episode (dots) and best reward so far (line) from ``run_dir/episodes.jsonl``.
 
-    :param run_dir: the run folder
-    :param out: the PNG to write (default ``run_dir/search_curve.png``)
-    :param warmup_episodes: episodes of random warm-up, shaded
+    Args:
+        run_dir: the run folder.
+        out: the PNG to write (default ``run_dir/search_curve.png``)
+        warmup_episodes: episodes of random warm-up, shaded.
     """
     run_dir = Path(run_dir)
     records = read_jsonl(run_dir / "episodes.jsonl")
@@ -63,11 +64,12 @@ def plot_policy(
 ) -> Path:
     """Stacked bars of channels kept (bottom) and pruned (top) per group, in ``channels`` order.
 
-    :param policy: a :class:`~prunegym.core.policy.Policy` or ``{group: ratio}``; groups it omits keep all channels
-    :param channels: output channels per group before pruning
-    :param out: the PNG to write
-    :param round_to: channel rounding of the pruner (default: the policy's ``round_to``, else 1)
-    :param title: figure title
+    Args:
+        policy: a :class:`~prunegym.core.policy.Policy` or ``{group: ratio}``; groups it omits keep all channels.
+        channels: output channels per group before pruning.
+        out: the PNG to write.
+        round_to: channel rounding of the pruner (default: the policy's ``round_to``, else 1)
+        title: figure title.
     """
     ratios = dict(policy.ratios) if isinstance(policy, Policy) else dict(policy)
     unknown = sorted(set(ratios) - set(channels))

@@ -33,11 +33,12 @@ def run_random_search(
 ) -> SearchSummary:
     """Play ``config.episodes`` episodes of uniform random actions; same outputs as ``run_search``.
 
-    :param env: the environment (a gymnasium ``Env`` with a ``Box`` action space)
-    :param config: budget, seed and checkpoint period (``agent`` should be ``"random"``; warm-up is irrelevant)
-    :param run_dir: the run folder
-    :param resume: continue the search already in ``run_dir``
-    :param progress: ``progress(episodes_done, total, best_reward)`` after every episode
+    Args:
+        env: the environment (a gymnasium ``Env`` with a ``Box`` action space)
+        config: budget, seed and checkpoint period (``agent`` should be ``"random"``; warm-up is irrelevant)
+        run_dir: the run folder.
+        resume: continue the search already in ``run_dir``.
+        progress: ``progress(episodes_done, total, best_reward)`` after every episode.
     """
     run_dir = Path(run_dir)
     num_groups = num_groups_of(env)

@@ -39,11 +39,12 @@ def exploration_sigma(model: BaseAlgorithm, episode: int) -> float | None:
 class SearchCallback(BaseCallback):
     """Records finished episodes and checkpoints the agent every ``checkpoint_every`` episodes.
 
-    :param recorder: writes the per-episode outputs
-    :param run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``)
-    :param checkpoint_every: episodes between checkpoints
-    :param checkpoint_state: JSON-safe search state stored in every checkpoint (config, number of groups)
-    :param last_checkpoint: episodes covered by the checkpoint the run started from
+    Args:
+        recorder: writes the per-episode outputs.
+        run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``)
+        checkpoint_every: episodes between checkpoints.
+        checkpoint_state: JSON-safe search state stored in every checkpoint (config, number of groups)
+        last_checkpoint: episodes covered by the checkpoint the run started from.
     """
 
     def __init__(
@@ -104,12 +105,13 @@ def run_search(
     it are dropped and played again with the restored agent, replay buffer and RNG states, so no episode number
     is lost or repeated (and a deterministic env replays them identically).
 
-    :param env: a PruningEnv (episodes of ``env.unwrapped.num_groups`` steps, final ``info`` with the policy)
-    :param config: agent, budget, warm-up, seed, checkpoint period
-    :param run_dir: the run folder (created if missing)
-    :param resume: continue the search already in ``run_dir``
-    :param progress: ``progress(episodes_done, total, best_reward)`` after every episode; an exception raised
-        there (``KeyboardInterrupt``) stops the search with every output written so far intact
+    Args:
+        env: a PruningEnv (episodes of ``env.unwrapped.num_groups`` steps, final ``info`` with the policy)
+        config: agent, budget, warm-up, seed, checkpoint period.
+        run_dir: the run folder (created if missing)
+        resume: continue the search already in ``run_dir``.
+        progress: ``progress(episodes_done, total, best_reward)`` after every episode; an exception raised there
+            (``KeyboardInterrupt``) stops the search with every output written so far intact.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,17 @@ BUDGET_SIGMA_FALL = 0.1
 class SearchConfig:
     """Settings of one search run (saved inside every checkpoint).
 
-    :param agent: ``ddpg`` (AMC), ``td3``, ``sac``, ``ppo`` or ``random``
-    :param episodes: episode budget (AMC: 300-800); one episode = one pruned and evaluated candidate
-    :param warmup_episodes: episodes of uniform random actions before the agent acts (AMC: 100)
-    :param seed: seed of every RNG of the agent (and of the env's first reset)
-    :param checkpoint_every: checkpoint the agent every this many episodes (and at the end)
-    :param device: PyTorch device of the agent's networks
-    :param tensorboard: write TensorBoard events under ``run_dir/tensorboard``
-    :param sigma_decay: DDPG's exploration σ = 0.5·sigma_decay^(episode − warm-up). ``None`` (the default) ties
-        the decay to the budget, ``0.1 ** (1 / (episodes − warmup_episodes))``, so σ falls from 0.5 to 0.05 over
-        the agent's episodes. AMC's 0.95 leaves σ ≈ 0.03 after 60 agent episodes, after which its actor stops
-        exploring; on the ResNet-20 benchmark that lost to random search (BENCHMARKS.md), so it is opt-in.
+    Args:
+        agent: ddpg (AMC), td3, sac, ppo or random.
+        episodes: episode budget; one episode = one pruned and evaluated candidate (AMC: 300-800).
+        warmup_episodes: episodes of uniform random actions before the agent acts (AMC: 100).
+        seed: seeds every RNG of the agent, the env's first reset and the evaluator.
+        checkpoint_every: checkpoint the agent every this many episodes (and at the end).
+        device: PyTorch device of the agent's networks.
+        tensorboard: write TensorBoard events under RUN/tensorboard.
+        sigma_decay: DDPG's exploration σ = 0.5·sigma_decay^(episode − warm-up); empty (the default) ties the
+            decay to the budget, so σ falls from 0.5 to 0.05 over the agent's episodes; AMC used 0.95
+            (BENCHMARKS.md has the comparison).
     """
 
     agent: str = "ddpg"
@@ -46,7 +46,7 @@ class SearchConfig:
     warmup_episodes: int = 100
     seed: int = 0
     checkpoint_every: int = 10
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata={"option": False})
     tensorboard: bool = True
     sigma_decay: float | None = None
 

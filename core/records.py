@@ -56,13 +56,14 @@ ProgressFn = Callable[[int, int, float | None], None]
 class SearchSummary:
     """Outcome of :func:`~prunegym.agents.runner.run_search`.
 
-    :param run_dir: the run folder
-    :param agent: agent name (``ddpg``, ``td3``, ``sac``, ``ppo``, ``random``)
-    :param episodes: episodes recorded in ``episodes.jsonl``
-    :param resumed_from: episodes restored from a checkpoint (0 for a fresh run)
-    :param best_episode: 0-based episode of the best reward (``None`` before any episode)
-    :param best_reward: the best reward
-    :param best_policy: that episode's ``{group: ratio}``
+    Args:
+        run_dir: the run folder.
+        agent: agent name (``ddpg``, ``td3``, ``sac``, ``ppo``, ``random``)
+        episodes: episodes recorded in ``episodes.jsonl``.
+        resumed_from: episodes restored from a checkpoint (0 for a fresh run)
+        best_episode: 0-based episode of the best reward (``None`` before any episode)
+        best_reward: the best reward.
+        best_policy: that episode's ``{group: ratio}``.
     """
 
     run_dir: Path

@@ -51,7 +51,8 @@ PROBLEM_KEYS = (
 class RunResult:
     """One run folder reduced to its best candidate and its best-so-far curve.
 
-    :param curve: best feasible reward after each evaluation (NaN until the first one)
+    Args:
+        curve: best feasible reward after each evaluation (NaN until the first one)
     """
 
     run: str

@@ -27,22 +27,23 @@ OBJECTIVES: dict[str, tuple[tuple[str, str], ...]] = {
 class StudyConfig:
     """Settings of an Optuna study (every field is a ``prunegym optuna run`` flag).
 
-    :param sampler: ``tpe`` (default; multi-objective TPE on a multi-objective study), ``motpe`` (TPE, multi-objective
-        only), ``nsga2``, ``nsga3`` or ``random``
-    :param objectives: ``reward`` or ``accuracy,latency`` / ``accuracy,macs`` / ``accuracy,params``
-    :param n_trials: finished trials (complete or pruned) this worker runs, counting those of earlier runs
-    :param seed: sampler seed (workers and resumed runs derive their own from it)
-    :param storage: ``None`` for ``study.db`` in the run folder; ``journal``; a journal file; or a database URL
-    :param study_name: the study's name in the storage (workers sharing a study use the same one)
-    :param pruner: ``median`` (Optuna's MedianPruner on the finetune's intermediate accuracies) or ``none``
-    :param n_startup_trials: TPE's random trials before it models the search space
-    :param multivariate: TPE models the groups' ratios jointly (they interact through the budget)
-    :param population_size: NSGA-II/III generation size
-    :param pruner_startup_trials: trials the MedianPruner lets finish before it prunes
-    :param pruner_warmup_steps: finetune steps before the MedianPruner may prune a trial
-    :param heartbeat: seconds between a worker's heartbeats on a shared database (0 = off); a trial silent for 3×
-        that is marked FAIL
-    :param tensorboard: write TensorBoard scalars under ``run_dir/tensorboard/optuna``
+    Args:
+        sampler: ``tpe`` (default; multi-objective TPE on a multi-objective study), ``motpe`` (TPE, multi-objective
+            only), ``nsga2``, ``nsga3`` or ``random``.
+        objectives: ``reward`` or ``accuracy,latency`` / ``accuracy,macs`` / ``accuracy,params``.
+        n_trials: finished trials (complete or pruned) this worker runs, counting those of earlier runs.
+        seed: sampler seed (workers and resumed runs derive their own from it)
+        storage: ``None`` for ``study.db`` in the run folder; ``journal``; a journal file; or a database URL.
+        study_name: the study's name in the storage (workers sharing a study use the same one)
+        pruner: ``median`` (Optuna's MedianPruner on the finetune's intermediate accuracies) or ``none``.
+        n_startup_trials: TPE's random trials before it models the search space.
+        multivariate: TPE models the groups' ratios jointly (they interact through the budget)
+        population_size: NSGA-II/III generation size.
+        pruner_startup_trials: trials the MedianPruner lets finish before it prunes.
+        pruner_warmup_steps: finetune steps before the MedianPruner may prune a trial.
+        heartbeat: seconds between a worker's heartbeats on a shared database (0 = off); a trial silent for 3× that is
+            marked FAIL.
+        tensorboard: write TensorBoard scalars under ``run_dir/tensorboard/optuna``.
     """
 
     sampler: str = "tpe"

@@ -42,10 +42,11 @@ _MASK = "***"
 class StorageSpec:
     """A resolved storage: what to open, how to show it, and whether it lives in the run folder.
 
-    :param kind: ``rdb``, ``journal-file`` or ``journal-redis``
-    :param target: the URL or file path to open (environment variables expanded, password included)
-    :param display: the same with the password masked, safe for logs and ``config.yaml``
-    :param local: the storage is the run folder's own file (one worker; not shared)
+    Args:
+        kind: ``rdb``, ``journal-file`` or ``journal-redis``.
+        target: the URL or file path to open (environment variables expanded, password included)
+        display: the same with the password masked, safe for logs and ``config.yaml``.
+        local: the storage is the run folder's own file (one worker; not shared)
     """
 
     kind: str

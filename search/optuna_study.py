@@ -88,9 +88,10 @@ _ATTR_COST = "prunegym_cost_key"
 class StudySummary:
     """Outcome of :func:`run_study` for this worker (``pareto`` and ``study_trials`` cover the whole study).
 
-    :param trials: this worker's finished trials (complete + pruned); ``resumed_from`` of them came from earlier runs
-    :param best_trial: number of this worker's best feasible-reward trial (the one in ``best_policy.yaml``)
-    :param pareto: trial numbers of the study's accuracy/cost Pareto front (feasible complete trials)
+    Args:
+        trials: this worker's finished trials (complete + pruned); ``resumed_from`` of them came from earlier runs.
+        best_trial: number of this worker's best feasible-reward trial (the one in ``best_policy.yaml``)
+        pareto: trial numbers of the study's accuracy/cost Pareto front (feasible complete trials)
     """
 
     run_dir: Path
@@ -179,7 +180,8 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
 def _run_meta(run_dir: Path, *, config: StudyConfig, storage: StorageSpec) -> dict[str, Any]:
     """``study.yaml`` as it will be written: which study this run folder works for, and its worker id.
 
-    :raises UserError: the folder already works for another study or storage
+    Raises:
+        UserError: The folder already works for another study or storage.
     """
     path = run_dir / STUDY_FILE
     shown = storage.saved
@@ -289,12 +291,13 @@ def run_study(
     another), ``episodes.jsonl`` (one line per finished trial of this worker), ``best_policy.yaml``,
     ``tensorboard/optuna``, ``search_curve.png`` and ``pareto.png``.
 
-    :param env: the environment (its evaluator, budget and reward define the problem)
-    :param config: the study settings; ``storage``, ``study_name`` and ``n_trials`` override its fields
-    :param run_dir: this worker's run folder (created if missing)
-    :param progress: ``progress(trials_done, n_trials, best_reward)`` after every finished trial
-    :param enqueue: ratio policies (``{group: ratio}``) to evaluate first, e.g. the agent's best or a uniform one;
-        each is enqueued once per study (skipped if the study already has it)
+    Args:
+        env: the environment (its evaluator, budget and reward define the problem)
+        config: the study settings; ``storage``, ``study_name`` and ``n_trials`` override its fields.
+        run_dir: this worker's run folder (created if missing)
+        progress: ``progress(trials_done, n_trials, best_reward)`` after every finished trial.
+        enqueue: ratio policies (``{group: ratio}``) to evaluate first, e.g. the agent's best or a uniform one; each
+            is enqueued once per study (skipped if the study already has it)
     """
     overrides = {"storage": storage, "study_name": study_name, "n_trials": n_trials}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
