@@ -76,21 +76,41 @@ def test_distillation_from_a_teacher_runs_and_loss_is_zero_for_identical_logits(
     assert float(mixed) > 0
 
 
-def test_train_with_teacher(tmp_path: Path, digits) -> None:
-    teacher = _model()
-    cfg = TrainConfig(
-        model="smallcnn",
-        data="digits",
-        out=str(tmp_path),
-        epochs=1,
-        batch_size=64,
-        lr=0.05,
-        teacher="smallcnn",
-        max_steps_per_epoch=5,
-        eval_test=False,
-    )
-    result = train(config=cfg, model=_model(), data=digits, run_dir=tmp_path, teacher=teacher)
-    assert result.epochs_done == 1
+class _OneClassTeacher(torch.nn.Module):
+    """A teacher that is sure every image is class ``label``: distillation alone must teach the student that."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.label = label
+        self.scale = torch.nn.Parameter(torch.ones(()), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((x.shape[0], 10), -4.0, device=x.device)
+        logits[:, self.label] = 4.0
+        return logits * self.scale
+
+
+def _share_predicting(model: torch.nn.Module, digits, label: int) -> float:
+    from prunegym.core.data import normalize
+    from prunegym.core.evaluate import input_norm
+
+    mean, std = input_norm(model, mean=digits.mean, std=digits.std)
+    model.eval()
+    with torch.no_grad():
+        x = normalize(torch.as_tensor(digits.val_x).float() / 255.0, mean=mean, std=std)
+        return float((model(x).argmax(1) == label).float().mean())
+
+
+def test_train_with_teacher_follows_the_teacher_not_the_labels(tmp_path: Path, digits) -> None:
+    kw = {"eval_test": False}
+    student = _model()
+    result = train(config=_cfg(tmp_path / "kd", teacher="constant", kd_alpha=1.0, **kw), model=student, data=digits,
+                   run_dir=tmp_path / "kd", teacher=_OneClassTeacher(3))  # fmt: skip
+    assert result.epochs_done == 3
+    assert _share_predicting(student, digits, 3) > 0.9  # pure distillation: the labels carry no weight
+    plain = _model()
+    train(config=_cfg(tmp_path / "ce", **kw), model=plain, data=digits, run_dir=tmp_path / "ce")
+    assert _share_predicting(plain, digits, 3) < 0.3  # the same run without the teacher learns the digits
 
 
 def test_device_choice_is_checked_with_a_one_line_fix() -> None:
