@@ -134,8 +134,7 @@ def _fit_text(fit: dict[str, Any]) -> str:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from prunegym.cli.model import load_model_and_data
-    from prunegym.env.latency import LatencyConfig
-    from prunegym.env.latency_table import TableBuildConfig, _partial_path, build_latency_table
+    from prunegym.env.latency import LatencyConfig, TableBuildConfig, build_latency_table, partial_path
 
     spec = config_from_args(LatencyBuildSpec, args)
     _set_torch_threads(spec.torch_threads)
@@ -146,7 +145,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     latency = LatencyConfig(provider=spec.provider, intra_op_threads=spec.threads, batch_size=spec.latency_batch)
     out = Path(spec.out)
     if not spec.resume:
-        _partial_path(out).unlink(missing_ok=True)
+        partial_path(out).unlink(missing_ok=True)
     model, data = load_model_and_data(model=spec.model, weights=spec.weights, data=spec.data)
     assert data is not None
     weights = str(Path(spec.weights).resolve()) if spec.weights else None
@@ -197,8 +196,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from prunegym.core.checkpoint import load_model
     from prunegym.core.data import load_data
-    from prunegym.env.latency import LatencyConfig
-    from prunegym.env.latency_table import (
+    from prunegym.env.latency import (
+        LatencyConfig,
         LatencyTable,
         PredictedLatency,
         check_latency_table,

@@ -4,8 +4,9 @@ On a shared, noisy machine a model measured a minute after another sees a differ
 model gets a session per thread count up front, then the rounds go round-robin over the models (in a rotated
 order each round), so load spikes hit all of them alike and the ratios stay fair. Latency is the median (and
 p90) of all timed batch-1 runs pooled over the rounds; throughput is images/s at the large batch, the median
-over rounds. Only numpy and onnxruntime are needed (no torch): ``prunegym deploy bench BUNDLE`` re-measures on
-whatever machine it runs on.
+over rounds. Sessions, feeds, timing loops and the round rotation come from :mod:`prunegym.core.onnxrt`, so
+only numpy and onnxruntime are needed (no torch): ``prunegym deploy bench BUNDLE`` re-measures on whatever
+machine it runs on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from prunegym.core.errors import UserError
-from prunegym.env.latency import make_session, random_input, summarize_ms, time_runs
+from prunegym.core.onnxrt import make_session, random_input, rotated_order, summarize_ms, time_runs
 
 __all__ = ["BenchmarkEntry", "BenchmarkReport", "benchmark_models"]
 
@@ -101,6 +102,88 @@ def _split_counts(total: int, rounds: int) -> list[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
+@dataclass
+class _Subject:
+    """One model's session at one thread count, its two feeds, and the times collected over the rounds."""
+
+    session: ort.InferenceSession
+    lat_feed: np.ndarray
+    tput_feed: np.ndarray
+    lat_samples: list[np.ndarray] = field(default_factory=list)
+    tput_rounds: list[float] = field(default_factory=list)
+
+
+def _prepare(
+    model: Path | str | bytes,
+    *,
+    threads: int,
+    provider: str,
+    graph_optimization: str,
+    input_shape: Sequence[int] | None,
+    batch_latency: int,
+    batch_throughput: int,
+    warmup: int,
+) -> _Subject:
+    """Open the session, draw both feeds (a fixed batch dimension wins) and warm up on each."""
+    session = make_session(model, provider=provider, intra_op_threads=threads, graph_optimization=graph_optimization)
+    fixed = session.get_inputs()[0].shape[0]
+    fixed = fixed if isinstance(fixed, int) else None
+    lat_feed = random_input(session, batch_size=fixed or batch_latency, input_shape=input_shape)
+    tput_feed = random_input(session, batch_size=fixed or batch_throughput, input_shape=input_shape)
+    time_runs(session, lat_feed, warmup=warmup, repeats=1)
+    time_runs(session, tput_feed, warmup=min(warmup, 2), repeats=1)
+    return _Subject(session=session, lat_feed=lat_feed, tput_feed=tput_feed)
+
+
+def _run_rounds(subjects: Sequence[_Subject], *, lat_counts: Sequence[int], tput_counts: Sequence[int]) -> None:
+    """Round-robin rounds (the order rotated by one model each round): latency runs, then a timed throughput block."""
+    for r, (n_lat, n_tput) in enumerate(zip(lat_counts, tput_counts, strict=True)):
+        for i in rotated_order(len(subjects), r, step=1):
+            sub = subjects[i]
+            sub.lat_samples.append(time_runs(sub.session, sub.lat_feed, warmup=0, repeats=n_lat))
+            start = time.perf_counter()
+            time_runs(sub.session, sub.tput_feed, warmup=0, repeats=n_tput)
+            elapsed = time.perf_counter() - start
+            sub.tput_rounds.append(n_tput * len(sub.tput_feed) / elapsed)
+
+
+def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -> list[BenchmarkEntry]:
+    """One entry per model at ``threads``: pooled latency summary, median throughput, ratios to the first model."""
+    entries: list[BenchmarkEntry] = []
+    base_lat = base_fps = 0.0
+    for k, (name, sub) in enumerate(subjects.items()):
+        summary = summarize_ms(
+            np.concatenate(sub.lat_samples), batch_size=len(sub.lat_feed), provider=provider, threads=threads
+        )
+        fps = float(np.median(sub.tput_rounds))
+        if k == 0:
+            base_lat, base_fps = summary.median_ms, fps
+        entries.append(
+            BenchmarkEntry(
+                model=name,
+                threads=threads,
+                latency_median_ms=summary.median_ms,
+                latency_p90_ms=summary.p90_ms,
+                latency_iqr_ms=summary.iqr_ms,
+                batch_latency=summary.batch_size,
+                throughput_fps=fps,
+                batch_throughput=len(sub.tput_feed),
+                latency_samples=summary.repeats,
+                speedup=base_lat / summary.median_ms,
+                fps_ratio=fps / base_fps,
+            )
+        )
+        log.info(
+            "%s @%d threads: %.3f ms median (p90 %.3f), %.0f img/s",
+            name,
+            threads,
+            summary.median_ms,
+            summary.p90_ms,
+            fps,
+        )
+    return entries
+
+
 def benchmark_models(
     models: Mapping[str, Path | str | bytes],
     *,
@@ -115,12 +198,31 @@ def benchmark_models(
     provider: str = "CPUExecutionProvider",
     graph_optimization: str = "all",
 ) -> BenchmarkReport:
-    """Benchmark ``models`` (name → ONNX file or bytes; the first is the reference for ratios), interleaved.
+    """Benchmark ONNX models side by side, interleaved; the first model is the reference for the ratios.
 
-    ``input_shape`` (C×H×W) may be omitted when the models' non-batch dims are static. ``repeats`` timed
-    batch-``batch_latency`` runs and ``throughput_repeats`` timed batch-``batch_throughput`` runs per model and
-    thread count are spread over ``rounds`` round-robin rounds; ``warmup`` untimed runs precede them.
-    A model with a fixed batch dimension is timed at that batch for throughput.
+    Per thread count, every model gets its session, feeds and warm-up (``warmup`` untimed batch-latency runs,
+    ``min(warmup, 2)`` throughput runs) up front; then ``repeats`` timed batch-``batch_latency`` runs and
+    ``throughput_repeats`` timed batch-``batch_throughput`` runs per model are spread over ``rounds``
+    round-robin rounds. A model with a fixed batch dimension is timed at that batch.
+
+    Args:
+        models: name → ONNX file or serialized model.
+        input_shape: C×H×W; may be omitted when the models' non-batch dims are static.
+        threads: intra-op thread counts to measure at.
+        batch_latency: batch of the latency runs.
+        batch_throughput: batch of the throughput runs.
+        warmup: untimed latency runs per model and thread count before the rounds.
+        repeats: timed latency runs per model and thread count, over all rounds.
+        throughput_repeats: timed throughput runs per model and thread count, over all rounds.
+        rounds: round-robin rounds.
+        provider: execution provider, full name or alias.
+        graph_optimization: "disable", "basic", "extended" or "all".
+
+    Returns:
+        The report: one entry per model and thread count.
+
+    Raises:
+        UserError: no models, or a count, thread count or batch size below 1.
     """
     if not models:
         raise UserError("no models to benchmark; pass at least one ONNX file")
@@ -128,75 +230,23 @@ def benchmark_models(
         raise UserError("rounds, repeats and throughput_repeats must be >= 1 and threads non-empty")
     if min(threads) < 1 or batch_latency < 1 or batch_throughput < 1:
         raise UserError(f"threads and batch sizes must be >= 1, got threads={tuple(threads)}")
-    names = list(models)
     lat_counts = _split_counts(repeats, rounds)
     tput_counts = _split_counts(throughput_repeats, rounds)
     entries: list[BenchmarkEntry] = []
     resolved_provider = provider
     for n_threads in threads:
-        sessions: dict[str, ort.InferenceSession] = {}
-        lat_feed: dict[str, np.ndarray] = {}
-        tput_feed: dict[str, np.ndarray] = {}
-        for name in names:
-            session = make_session(
-                models[name], provider=provider, intra_op_threads=n_threads, graph_optimization=graph_optimization
-            )
-            resolved_provider = session.get_providers()[0]
-            fixed = session.get_inputs()[0].shape[0]
-            fixed = fixed if isinstance(fixed, int) else None
-            sessions[name] = session
-            lat_feed[name] = random_input(session, batch_size=fixed or batch_latency, input_shape=input_shape)
-            tput_feed[name] = random_input(session, batch_size=fixed or batch_throughput, input_shape=input_shape)
-            time_runs(session, lat_feed[name], warmup=warmup, repeats=1)
-            time_runs(session, tput_feed[name], warmup=min(warmup, 2), repeats=1)
-        lat_samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        tput_rounds: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for name in order:
-                session = sessions[name]
-                lat_samples[name].append(time_runs(session, lat_feed[name], warmup=0, repeats=lat_counts[r]))
-                start = time.perf_counter()
-                time_runs(session, tput_feed[name], warmup=0, repeats=tput_counts[r])
-                elapsed = time.perf_counter() - start
-                tput_rounds[name].append(tput_counts[r] * len(tput_feed[name]) / elapsed)
-        base_lat = base_fps = 0.0
-        for name in names:
-            summary = summarize_ms(
-                np.concatenate(lat_samples[name]),
-                batch_size=len(lat_feed[name]),
-                provider=resolved_provider,
-                threads=n_threads,
-            )
-            fps = float(np.median(tput_rounds[name]))
-            if name == names[0]:
-                base_lat, base_fps = summary.median_ms, fps
-            entries.append(
-                BenchmarkEntry(
-                    model=name,
-                    threads=n_threads,
-                    latency_median_ms=summary.median_ms,
-                    latency_p90_ms=summary.p90_ms,
-                    latency_iqr_ms=summary.iqr_ms,
-                    batch_latency=summary.batch_size,
-                    throughput_fps=fps,
-                    batch_throughput=len(tput_feed[name]),
-                    latency_samples=summary.repeats,
-                    speedup=base_lat / summary.median_ms,
-                    fps_ratio=fps / base_fps,
-                )
-            )
-            log.info(
-                "%s @%d threads: %.3f ms median (p90 %.3f), %.0f img/s",
-                name,
-                n_threads,
-                summary.median_ms,
-                summary.p90_ms,
-                fps,
-            )
+        subjects: dict[str, _Subject] = {}
+        for name, model in models.items():
+            subjects[name] = _prepare(model, threads=n_threads, provider=provider,
+                                      graph_optimization=graph_optimization, input_shape=input_shape,
+                                      batch_latency=batch_latency, batch_throughput=batch_throughput,
+                                      warmup=warmup)  # fmt: skip
+            resolved_provider = subjects[name].session.get_providers()[0]
+        _run_rounds(list(subjects.values()), lat_counts=lat_counts, tput_counts=tput_counts)
+        entries += _entries(subjects, threads=n_threads, provider=resolved_provider)
     return BenchmarkReport(
         entries=tuple(entries),
-        baseline=names[0],
+        baseline=next(iter(models)),
         rounds=rounds,
         provider=resolved_provider,
         machine=_machine(),

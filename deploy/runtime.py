@@ -1,9 +1,8 @@
 """Run a deployed model with ONNX Runtime alone: classify images, evaluate, compare two models.
 
 Needs only numpy, onnxruntime, Pillow and the standard library (torch is never imported, directly or via
-another prunegym module), so a bundle runs on a machine where PyTorch is not installed. For that reason it
-opens its sessions itself (:func:`open_session`) rather than through ``prunegym.env.latency``: importing
-anything under ``prunegym.env`` runs ``env/__init__``, which loads the PyTorch environment.
+another prunegym module), so a bundle runs on a machine where PyTorch is not installed. Sessions come from
+:mod:`prunegym.core.onnxrt`, the torch-free ONNX Runtime layer.
 
 A bundle folder holds ``model.onnx`` (FP32), ``model.int8.onnx``, ``preprocessing.json`` and ``labels.txt``;
 ``preprocessing.json`` says how to turn an image into the model's input::
@@ -23,16 +22,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    NoSuchFile,
-    NotImplemented,
-)
 
 from prunegym.core.errors import UserError
+from prunegym.core.onnxrt import as_session, make_session
 
 __all__ = [
     "FP32_FILE",
@@ -48,7 +40,6 @@ __all__ = [
     "agreement",
     "evaluate_onnx",
     "normalize",
-    "open_session",
     "predict_logits",
 ]
 
@@ -195,34 +186,6 @@ def normalize(x_uint8: np.ndarray, *, mean: Sequence[float], std: Sequence[float
 # ----------------------------------------------------------------------------------------------- batched inference
 
 
-def open_session(
-    model: Path | str, *, threads: int = 1, provider: str = "CPUExecutionProvider"
-) -> ort.InferenceSession:
-    """An ONNX Runtime session with ``threads`` intra-op threads, one inter-op thread and all graph optimizations."""
-    available = ort.get_available_providers()
-    if provider not in available:
-        raise UserError(f"execution provider {provider!r} is not available here; use one of {', '.join(available)}")
-    if not Path(model).is_file():
-        raise UserError(f"ONNX model not found: {model}; check the path")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(model), opts, providers=[provider])
-    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile, NotImplemented) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"ONNX Runtime cannot load {model}: {first}; re-export the model") from exc
-
-
-def _session(model: Path | str | ort.InferenceSession, *, threads: int, provider: str) -> ort.InferenceSession:
-    if isinstance(model, ort.InferenceSession):
-        return model
-    return open_session(model, threads=threads, provider=provider)
-
-
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -239,7 +202,7 @@ def predict_logits(
     provider: str = "CPUExecutionProvider",
 ) -> np.ndarray:
     """N×classes float32 logits for uint8 N×C×H×W images (a fixed-batch model is fed whole, padded batches)."""
-    session = _session(model, threads=threads, provider=provider)
+    session = as_session(model, threads=threads, provider=provider)
     x = np.asarray(x_uint8)
     if x.ndim != 4:
         raise UserError(f"images must be uint8 N×C×H×W, got shape {x.shape}")
@@ -422,7 +385,7 @@ class Classifier:
         self.model_path = model_path
         self.preprocessing = Preprocessing.load(folder / PREPROCESSING_FILE)
         self.labels = _read_labels(folder / LABELS_FILE)
-        self.session = open_session(model_path, threads=threads, provider=provider)
+        self.session = make_session(model_path, provider=provider, intra_op_threads=threads)
         log.debug("loaded %s with %d labels", model_path, len(self.labels))
 
     def _stack(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:

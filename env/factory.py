@@ -15,8 +15,7 @@ from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data
 from prunegym.env.evaluator import Evaluator, EvaluatorConfig
-from prunegym.env.latency import LatencyConfig
-from prunegym.env.latency_models import LatencyModel, MeasuredLatency
+from prunegym.env.latency import LatencyConfig, LatencyModel, MeasuredLatency, PredictedLatency
 from prunegym.env.pruning_env import EnvConfig, PruningEnv
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,6 @@ def build_env(spec: EnvSpec) -> PruningEnv:
     if spec.latency == "measured":
         latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=latency_config(spec))
     elif spec.latency == "predicted":
-        from prunegym.env.latency_table import PredictedLatency
-
         latency = PredictedLatency.load(spec.latency_table, evaluator=evaluator, provider=spec.provider,
                                         threads=spec.threads)  # fmt: skip
     return PruningEnv(evaluator=evaluator, config=env_config(spec), latency=latency)

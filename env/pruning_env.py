@@ -17,7 +17,7 @@ from prunegym.core.errors import UserError
 from prunegym.core.policy import Policy
 from prunegym.env.evaluator import Evaluator
 from prunegym.env.features import FEATURES, observation, static_features
-from prunegym.env.latency_models import LatencyModel
+from prunegym.env.latency import LatencyModel
 from prunegym.env.rewards import RewardInputs, get_reward, needs_latency
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class PruningEnv(gym.Env):
 
     ## Arguments
     ``PruningEnv(evaluator=..., config=EnvConfig(...), latency=None)``: the evaluator owns the base model, the
-    data and the scoring; ``latency`` is a :class:`~prunegym.env.latency_models.LatencyModel` or None.
+    data and the scoring; ``latency`` is a :class:`~prunegym.env.latency.LatencyModel` or None.
     The final ``info`` carries ``policy``, ``reward``, ``accuracy``, ``top5``, ``macs``, ``macs_ratio``,
     ``params_ratio``, ``latency_ms``, ``latency_ratio``, ``episode_actions`` and ``seconds`` (wall time per phase;
     the only non-deterministic entry).

@@ -1,4 +1,4 @@
-"""Tests for prunegym.env.latency: measured latency with a fixed-thread ORT session."""
+"""Tests for prunegym.core.onnxrt and prunegym.env.latency: measured latency with a fixed-thread ORT session."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ import pytest
 from prunegym.core.errors import UserError
 from prunegym.core.models import build_model
 from prunegym.core.onnx_export import export_onnx, export_onnx_bytes
-from prunegym.env.latency import (
-    LatencyConfig,
-    LatencyResult,
-    make_session,
-    measure_latency,
-    measure_model_latency,
-    resolve_provider,
-)
+from prunegym.core.onnxrt import LatencyConfig, LatencyResult, make_session, measure_latency, resolve_provider
+from prunegym.env.latency import measure_model_latency
 
 FAST = LatencyConfig(warmup=2, repeats=7)
 

@@ -15,19 +15,19 @@ import torch
 from prunegym.core.data import DataSplits
 from prunegym.core.errors import UserError
 from prunegym.core.models import SmallCNN, build_model
+from prunegym.core.onnxrt import LatencyConfig, resolve_clock
 from prunegym.core.pruning import kept_channels
 from prunegym.env import EnvSpec, build_env
 from prunegym.env.evaluator import Evaluator, EvaluatorConfig
-from prunegym.env.latency import LatencyConfig, measure_model_latency
-from prunegym.env.latency_table import (
+from prunegym.env.latency import (
     LatencyTable,
     PredictedLatency,
     TableBuildConfig,
     build_latency_table,
     check_latency_table,
     group_counts,
+    measure_model_latency,
     plot_check,
-    resolve_clock,
 )
 
 SHAPE = (1, 8, 8)
@@ -202,7 +202,7 @@ def test_check_reports_errors_noise_and_a_plot(model: torch.nn.Module, table_pat
 
 
 def test_cli_build_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from prunegym.env import latency_commands
+    from prunegym.cli import latency as latency_commands
 
     parser = argparse.ArgumentParser()
     latency_commands.register(parser.add_subparsers(dest="command"))

@@ -1,0 +1,246 @@
+"""The table's correction, fitted on measured full models (the calibration), and the policies it measures.
+
+The sum of the per-layer times misses what no single layer owns (the stem's input, residual additions,
+pooling, layout reorders between layers, the runtime's per-run overhead) and over-counts each micro graph's
+own overhead (its session run, and on x86 CPUs the reorders into and out of ONNX Runtime's blocked NCHWc
+layout, which a chain of aligned layers in the full model does not pay). A correction is therefore fitted on
+the measured latency of a dozen calibration models (the unpruned model, uniform ratios, channel counts
+aligned to the SIMD block, random policies), whose interleaved rounds are spread over the profiling so
+that the layer timings and the full models see the same shared machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from prunegym.core.onnx_export import export_onnx_bytes
+from prunegym.core.onnxrt import Interleaved, LatencyConfig
+from prunegym.core.pruning import apply_policy, kept_channels
+from prunegym.env.latency.config import MODES, Progress, TableBuildConfig
+from prunegym.env.latency.predict import LayerSums
+from prunegym.env.latency.table import LatencyTable
+
+__all__ = [
+    "Calibration",
+    "calibration_policies",
+    "export_model_bytes",
+    "fit_line",
+    "fit_two",
+    "prune_model",
+    "random_policies",
+]
+
+log = logging.getLogger(__name__)
+
+_SLOPES = (0.2, 5.0)  # a fitted slope outside this range is implausible
+
+
+def random_policies(
+    groups: Mapping[str, int] | Sequence[str], *, count: int, max_ratio: float, seed: int
+) -> list[dict[str, float]]:
+    """``count`` policies with every group's ratio uniform in [0, max_ratio].
+
+    Args:
+        groups: the group names (or group → channels).
+        count: how many policies.
+        max_ratio: the largest ratio.
+        seed: seeds the generator.
+
+    Returns:
+        The policies, group → ratio.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(groups)
+    return [{g: float(r) for g, r in zip(names, rng.uniform(0.0, max_ratio, len(names)), strict=True)}
+            for _ in range(count)]  # fmt: skip
+
+
+def calibration_policies(
+    channels: Mapping[str, int], *, count: int, max_ratio: float, seed: int, block: int
+) -> list[dict[str, float]]:
+    """The calibration models' policies.
+
+    Args:
+        channels: group → unpruned channel count.
+        count: how many policies (at least 1).
+        max_ratio: the largest ratio.
+        seed: seeds the random policies.
+        block: the NCHWc block (> 1 adds the aligned policy).
+
+    Returns:
+        The unpruned model, uniform ratios at 1/2 and 1 × max_ratio, every group cut to a multiple of ``block``
+        near 60 % of its channels (when ``block`` > 1), then random policies, up to ``count`` in all.
+    """
+    groups = list(channels)
+    fixed = [dict.fromkeys(groups, 0.0), dict.fromkeys(groups, max_ratio / 2), dict.fromkeys(groups, max_ratio)]
+    if block > 1:
+        aligned = {}
+        for g, n in channels.items():
+            lowest = math.floor(n * (1.0 - max_ratio) + 1e-6)
+            k = block * max(1, round(n * 0.6 / block))
+            aligned[g] = 1.0 - k / n if lowest <= k < n else 0.0
+        fixed.append(aligned)
+    pols = fixed[: max(1, count)]
+    rest = max(0, count - len(fixed))
+    return pols + random_policies(groups, count=rest, max_ratio=max_ratio, seed=seed + 7919)
+
+
+def prune_model(
+    model: nn.Module, ratios: Mapping[str, float], *, input_shape: Sequence[int], round_to: int
+) -> nn.Module:
+    """``model`` pruned with ``ratios`` (``model`` itself when no ratio is positive)."""
+    if not any(r > 0 for r in ratios.values()):
+        return model
+    return apply_policy(model, dict(ratios), input_shape=tuple(input_shape), round_to=round_to)
+
+
+def export_model_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """A full model as serialized ONNX (dynamic batch), ready for an ONNX Runtime session."""
+    return export_onnx_bytes(model, input_shape=input_shape)
+
+
+def _r2_mape(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    ss = float(np.sum((y - np.mean(y)) ** 2))
+    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss if ss > 0 else 1.0
+    return r2, float(np.mean(np.abs(pred - y) / y) * 100.0)
+
+
+def fit_line(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``measured ≈ intercept + slope * table_sum`` by least squares; offset-only when the slope is unusable.
+
+    Args:
+        x: table sums (ms).
+        y: measured latencies (ms).
+
+    Returns:
+        ``method`` (``linear`` or ``offset``), ``intercept``, ``slope``, ``r2`` and ``mape_pct``.
+    """
+    slope, intercept, method = 1.0, float(np.mean(y - x)), "offset"
+    if len(x) >= 3 and np.ptp(x) > 0.05 * np.mean(x):
+        s, c = np.polyfit(x, y, 1)
+        if _SLOPES[0] <= s <= _SLOPES[1]:
+            slope, intercept, method = float(s), float(c), "linear"
+        else:
+            log.warning("calibration slope %.3f is implausible; falling back to an offset", s)
+    r2, mape = _r2_mape(intercept + slope * x, y)
+    return {"method": method, "intercept": intercept, "slope": slope, "r2": r2, "mape_pct": mape}
+
+
+def fit_two(aligned: np.ndarray, other: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``measured ≈ intercept + slope_aligned * aligned + slope_other * other``; one line when not identifiable.
+
+    Args:
+        aligned: table sums of the NCHWc-aligned layers (ms).
+        other: table sums of the other layers (ms).
+        y: measured latencies (ms).
+
+    Returns:
+        ``method`` ``two-slope`` with ``intercept``, ``slope_aligned``, ``slope_other``, ``r2``, ``mape_pct``;
+        else :func:`fit_line` of the total.
+    """
+    total = aligned + other
+    if len(y) >= 4 and min(np.ptp(aligned), np.ptp(other)) > 0.05 * np.mean(total):
+        design = np.stack([np.ones_like(y), aligned, other], axis=1)
+        (c, sa, so), *_ = np.linalg.lstsq(design, y, rcond=None)
+        if _SLOPES[0] <= sa <= _SLOPES[1] and _SLOPES[0] <= so <= _SLOPES[1]:
+            r2, mape = _r2_mape(c + sa * aligned + so * other, y)
+            return {"method": "two-slope", "intercept": float(c), "slope_aligned": float(sa),
+                    "slope_other": float(so), "r2": r2, "mape_pct": mape}  # fmt: skip
+        log.warning("calibration slopes %.3f/%.3f are implausible; fitting one line", sa, so)
+    return fit_line(total, y)
+
+
+def _policy_names(count: int, block: int) -> list[str]:
+    names = ["unpruned", "uniform half", "uniform max", "aligned"][: min(count, 4 if block > 1 else 3)]
+    return names + [f"random {i}" for i in range(count - len(names))]
+
+
+class Calibration:
+    """The calibration models, pruned and exported up front, timed in interleaved rounds, and the fit.
+
+    Rounds are timed whenever :meth:`run` is called (between the layer chunks, so that the layer timings and
+    the full models see the same shared machine); :meth:`fit` fits both modes' corrections on them.
+
+    Args:
+        model: the unpruned model.
+        channels: group → unpruned channel count.
+        input_shape: C×H×W of one input.
+        config: the table's build settings (policies, repeats, rounds, round_to, seed).
+        latency: provider, threads, batch, warm-up, graph optimization and seed of the measurement.
+        block: the NCHWc block.
+        progress: called with ("prepare", done, total) while exporting and ("calibration", ...) per round.
+    """
+
+    def __init__(self, *, model: nn.Module, channels: Mapping[str, int], input_shape: Sequence[int],
+                 config: TableBuildConfig, latency: LatencyConfig, block: int,
+                 progress: Progress | None) -> None:  # fmt: skip
+        self.policies = calibration_policies(channels, count=max(1, config.calib_policies),
+                                             max_ratio=config.max_ratio, seed=config.seed, block=block)  # fmt: skip
+        self.config = config
+        self.progress = progress
+        graphs = []
+        for i, pol in enumerate(self.policies):
+            net = prune_model(model, pol, input_shape=input_shape, round_to=config.round_to)
+            graphs.append(export_model_bytes(net, input_shape))
+            if progress is not None:
+                progress("prepare", i + 1, len(self.policies))
+        cfg = LatencyConfig(provider=latency.provider, intra_op_threads=latency.intra_op_threads,
+                            inter_op_threads=latency.inter_op_threads, batch_size=latency.batch_size,
+                            warmup=latency.warmup, graph_optimization=latency.graph_optimization,
+                            seed=latency.seed)  # fmt: skip
+        per_round = max(1, math.ceil(config.calib_repeats / config.calib_rounds))
+        self.timer = Interleaved(graphs, input_shapes=[tuple(input_shape)] * len(graphs), config=cfg,
+                                 per_round=per_round)  # fmt: skip
+
+    @property
+    def rounds(self) -> int:
+        """Rounds timed so far."""
+        return self.timer.rounds
+
+    def run(self, rounds: int) -> None:
+        """Time ``rounds`` more interleaved rounds (none when ``rounds`` <= 0)."""
+        for _ in range(max(0, rounds)):
+            self.timer.run_round()
+            if self.progress is not None:
+                self.progress("calibration", self.rounds, self.config.calib_rounds)
+
+    def fit(self, table: LatencyTable) -> LatencyTable:
+        """``table`` with both modes' corrections fitted on the calibration models' medians (on its clock)."""
+        clock = str(table.search["clock"])
+        y = np.asarray(self.timer.times().median(clock), dtype=np.float64)
+        block = int(table.search.get("align_block", 1))
+        mono = LayerSums(table, group_order=tuple(table.groups), monotone=True, block=1)
+        raw = LayerSums(table, group_order=tuple(table.groups), monotone=False, block=block)
+        rows, sums_mono, sums_a, sums_o = [], [], [], []
+        for name, pol, ms in zip(_policy_names(len(self.policies), block), self.policies, y, strict=True):
+            kept = tuple(kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g)
+                         for g in table.groups)  # fmt: skip
+            m = sum(mono.sums(kept))
+            a, o = raw.sums(kept)
+            sums_mono.append(m)
+            sums_a.append(a)
+            sums_o.append(o)
+            rows.append({"policy": name, "measured_ms": round(float(ms), 5), "sum_monotone_ms": round(m, 5),
+                         "sum_aligned_ms": round(a, 5), "sum_other_ms": round(o, 5)})  # fmt: skip
+        cal: dict[str, Any] = {
+            "default": self.config.mode,
+            "monotone": {**fit_line(np.array(sums_mono), y), "cap_ms": round(float(y[0]), 5)},
+            "aligned": fit_two(np.array(sums_a), np.array(sums_o), y),
+            "measured_baseline_ms": round(float(y[0]), 5),
+            "policies": len(self.policies),
+            "rounds": self.rounds,
+            "points": rows,
+        }
+        for mode in MODES:
+            f = cal[mode]
+            log.info("calibration (%s) on %d models: %s, R² %.3f, MAPE %.2f%%", mode, len(y),
+                     ", ".join(f"{k} {v:.4f}" for k, v in f.items() if k.startswith(("intercept", "slope"))), f["r2"],
+                     f["mape_pct"])  # fmt: skip
+        return replace(table, calibration=cal)
