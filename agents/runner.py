@@ -70,7 +70,7 @@ class SearchCallback(BaseCallback):
                 self.recorder.record(info, sigma=exploration_sigma(self.model, episode))
         if isinstance(self.model, OffPolicyAlgorithm):
             return True  # learn() ends exactly at the budget; stopping here would skip storing the last step
-        return self.recorder.episodes_done < self.recorder.total_episodes  # PPO: rollouts overshoot the budget
+        return self.recorder.episodes_done < self.recorder.total  # PPO: rollouts overshoot the budget
 
     def _on_rollout_start(self) -> None:
         if self.recorder.episodes_done - self.last_checkpoint >= self.checkpoint_every:

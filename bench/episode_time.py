@@ -19,7 +19,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--val-size", type=int, default=2000)
     args = ap.parse_args()
-    env = build_env(EnvSpec(model="resnet56", weights="../shared/data/pretrained/resnet56-4bfd9763.th",
+    env = build_env(EnvSpec.from_options(model="resnet56", weights="../shared/data/pretrained/resnet56-4bfd9763.th",
                             data="cifar10:../shared/data/cifar-10-batches-py", val_size=args.val_size,
                             latency="measured", latency_repeats=30, torch_threads=args.threads))  # fmt: skip
     rng = np.random.default_rng(0)

@@ -30,8 +30,8 @@ def main() -> None:
     spec = EnvSpec.from_mapping(cfg)
     env = build_env(spec)
     ratio = uniform_ratio_for_macs(env.evaluator.model, input_shape=env.evaluator.input_shape,
-                                   target_macs_fraction=spec.target_ratio, round_to=spec.round_to)  # fmt: skip
-    action = 2.0 * (ratio - spec.min_ratio) / (spec.max_ratio - spec.min_ratio) - 1.0
+                                   target_macs_fraction=spec.env.target_ratio, round_to=spec.evaluator.round_to)  # fmt: skip
+    action = 2.0 * (ratio - spec.env.min_ratio) / (spec.env.max_ratio - spec.env.min_ratio) - 1.0
     env.reset(seed=spec.seed)
     info: dict = {}
     for _ in range(env.num_groups):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from rich.table import Table
 
-from prunegym.cli.env import ENV_HELP
+from prunegym.agents.search_config import SearchConfig
 from prunegym.cli.util import (
     add_command,
     add_config_flags,
@@ -22,55 +21,44 @@ from prunegym.cli.util import (
 )
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl, write_json
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, GROUPS_FILE, read_run_config
 from prunegym.env.factory import EnvSpec
 
 log = logging.getLogger(__name__)
 
-GROUPS_FILE = "groups.json"
-
 
 @dataclass(frozen=True)
-class AgentTrainConfig(EnvSpec):
-    """``prunegym agent train``: the search problem (EnvSpec) plus the agent and its budget."""
+class AgentTrainConfig:
+    """``prunegym agent train``: the search problem, the agent and its budget, and the run folder.
 
+    Args:
+        problem: the search problem (model, data, evaluator, episode, device latency).
+        search: the agent and its budget.
+        out: run folder.
+    """
+
+    problem: EnvSpec
+    search: SearchConfig = field(default_factory=SearchConfig)
     out: str = "runs/agent"
-    agent: str = "ddpg"  # ddpg (AMC) | td3 | sac | ppo | random
-    episodes: int = 300
-    warmup_episodes: int = 100
-    checkpoint_every: int = 10
-    sigma_decay: float | None = None
-
-
-AGENT_HELP = {
-    **ENV_HELP,
-    "out": "run folder",
-    "agent": "ddpg (AMC), td3, sac, ppo, random",
-    "episodes": "episode budget (each is one pruned, evaluated candidate)",
-    "warmup_episodes": "episodes of uniform random actions first (AMC: 100)",
-    "checkpoint_every": "checkpoint the agent every N episodes",
-    "sigma_decay": "DDPG exploration σ = 0.5·decay^(episode − warm-up); default: 0.5 → 0.05 over the budget; AMC: 0.95",
-}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from prunegym.agents.runner import SearchConfig, run_search
+    from prunegym.agents.runner import run_search
     from prunegym.env.factory import build_env
 
     cfg = config_from_args(AgentTrainConfig, args)
-    search = SearchConfig(agent=cfg.agent, episodes=cfg.episodes, warmup_episodes=cfg.warmup_episodes, seed=cfg.seed,
-                          checkpoint_every=cfg.checkpoint_every, sigma_decay=cfg.sigma_decay)  # fmt: skip
-    env = build_env(EnvSpec.from_mapping(dataclasses.asdict(cfg)))
+    env = build_env(cfg.problem)
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="agent train")
     write_json(run_dir / GROUPS_FILE, {g.name: g.out_channels for g in env.groups})
     with progress_bar() as bar:
-        task = bar.add_task(f"{cfg.agent} search", total=cfg.episodes, info="")
+        task = bar.add_task(f"{cfg.search.agent} search", total=cfg.search.episodes, info="")
 
         def on_episode(done: int, total: int, best: float | None) -> None:
             bar.update(task, completed=done, total=total, info="" if best is None else f"best reward {best:.4f}")
 
-        summary = run_search(env=env, config=search, run_dir=run_dir, resume=args.resume, progress=on_episode)
+        summary = run_search(env=env, config=cfg.search, run_dir=run_dir, resume=args.resume, progress=on_episode)
     stdout.print(f"{summary.episodes} episodes; best reward {summary.best_reward:.4f} at episode {summary.best_episode}"
-                 f" → {run_dir / 'best_policy.yaml'}")  # fmt: skip
+                 f" → {run_dir / BEST_POLICY_FILE}")  # fmt: skip
     return 0
 
 
@@ -78,10 +66,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from prunegym.agents.plots import plot_run
 
     run_dir = Path(args.run)
-    records = read_jsonl(run_dir / "episodes.jsonl")
+    records = read_jsonl(run_dir / EPISODES_FILE)
     if not records:
         raise UserError(f"{run_dir} has no episodes.jsonl records; pass a run folder of `prunegym agent train`")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    cfg = read_run_config(run_dir)
     channels = yaml.safe_load((run_dir / GROUPS_FILE).read_text()) if (run_dir / GROUPS_FILE).exists() else None
     paths = plot_run(run_dir=run_dir, channels=channels, warmup_episodes=int(cfg.get("warmup_episodes", 0)))
     best = max(records, key=lambda r: r["reward"])
@@ -120,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = add_command(agent_sub, "train", help="search per-group pruning ratios with an RL agent (or random search)",
                     example="prunegym agent train --model smallcnn --weights runs/demo/baseline/best.pt "
                     "--data digits --episodes 40 --warmup-episodes 10 --out runs/amc-digits")  # fmt: skip
-    add_config_flags(t, AgentTrainConfig, help=AGENT_HELP)
+    add_config_flags(t, AgentTrainConfig)
     t.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")
     t.set_defaults(func=cmd_train)
     s = add_command(

@@ -6,8 +6,6 @@
 4. replay the better policy: finetune with distillation, ONNX export, INT8, verify with ONNX Runtime,
    benchmark, bundle — and print the summary.
 
-Like the CLI itself, this is an orchestration layer: it is the one place in ``core`` that reaches up into the
-other subsystems, lazily, so the library's data flow (core ← env ← agents/search → deploy) stays one-way.
 Every stage resumes: rerunning ``prunegym demo`` skips what is finished.
 """
 
@@ -52,6 +50,7 @@ def train_baseline(run_dir: Path, *, epochs: int = 30, seed: int = 0) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from prunegym.agents.runner import SearchConfig, run_search
     from prunegym.cli.agent import AgentTrainConfig
+    from prunegym.cli.search import OptunaRunConfig, optuna_config_values
     from prunegym.deploy.replay import run_replay
     from prunegym.deploy.replay_config import ReplayConfig
     from prunegym.env.factory import EnvSpec, build_env
@@ -63,25 +62,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with progress_bar() as bar:
         task = bar.add_task("1/4 train baseline", total=None, info="")
         baseline = train_baseline(run_dir, epochs=args.epochs)
-        spec = EnvSpec(model=str(baseline), data=DEMO_DATA, val_size=280, bn_recalib_images=256, target="macs",
-                       target_ratio=0.5, max_ratio=0.8, reward="acc")  # fmt: skip
+        spec = EnvSpec.from_options(model=str(baseline), data=DEMO_DATA, val_size=280, bn_recalib_images=256,
+                                    target="macs", target_ratio=0.5, max_ratio=0.8, reward="acc")  # fmt: skip
 
         def on_episode(done: int, total: int, best: float | None) -> None:
             bar.update(task, completed=done, total=total, info="" if best is None else f"best {best:.4f}")
 
         bar.update(task, description="2/4 DDPG search", completed=0, total=n)
         agent_dir = run_dir / "agent"
-        agent_cfg = AgentTrainConfig(**{**spec.__dict__, "out": str(agent_dir), "episodes": n,
-                                        "warmup_episodes": n // 3})  # fmt: skip
-        prepare_run_dir(agent_dir, config=agent_cfg, resume=True, command="agent train")
         search = SearchConfig(agent="ddpg", episodes=n, warmup_episodes=n // 3, seed=0, checkpoint_every=10)
+        agent_cfg = AgentTrainConfig(problem=spec, search=search, out=str(agent_dir))
+        prepare_run_dir(agent_dir, config=agent_cfg, resume=True, command="agent train")
         agent = run_search(env=build_env(spec), config=search, run_dir=agent_dir,
                            resume=(agent_dir / "checkpoints").exists(), progress=on_episode)  # fmt: skip
 
         bar.update(task, description="3/4 Optuna study (TPE)", completed=0, total=n)
         optuna_dir = run_dir / "optuna"
-        prepare_run_dir(optuna_dir, config=spec, resume=True, command="optuna run")
-        study = run_study(env=build_env(spec), config=StudyConfig(n_trials=n, seed=0), run_dir=optuna_dir,
+        optuna_cfg = OptunaRunConfig(problem=spec, study=StudyConfig(n_trials=n, seed=0), out=str(optuna_dir))
+        prepare_run_dir(optuna_dir, config=optuna_config_values(optuna_cfg), resume=True, command="optuna run")
+        study = run_study(env=build_env(spec), config=optuna_cfg.study, run_dir=optuna_dir,
                           progress=on_episode)  # fmt: skip
 
         winner = agent_dir if (agent.best_reward or 0.0) >= (study.best_reward or 0.0) else optuna_dir

@@ -20,26 +20,6 @@ from prunegym.env.factory import EnvSpec, build_env
 
 log = logging.getLogger(__name__)
 
-ENV_HELP = {
-    "model": "zoo name, package.module:factory, or a saved prunegym model",
-    "data": "data spec (cifar10:DIR, digits, ...)",
-    "weights": "weights of the base model",
-    "val_size": "val images (carved from the training set) that score a candidate",
-    "bn_recalib_images": "training images to re-estimate BatchNorm statistics after pruning",
-    "bn_recalib_augment": "augmentation of those images (empty: the dataset's training augmentation; none)",
-    "finetune_steps": "short finetune steps before scoring (0 = none)",
-    "criterion": "channel selection: l1, l2, taylor, bn_scale, fpgm, lsq",
-    "round_to": "round channel counts to this multiple",
-    "target": "constrained resource: macs, params, latency",
-    "target_ratio": "fraction of the resource to keep",
-    "reward": "acc, acc_flops, latency_soft, latency_hard",
-    "latency": "none, measured (ONNX Runtime), predicted (table)",
-    "latency_table": "table from `prunegym latency build`",
-    "provider": "ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt)",
-    "threads": "intra-op threads for latency",
-    "torch_threads": "PyTorch intra-op threads of this process (empty: leave as is)",
-}
-
 
 def rollout_actions(agent: str, *, episode: int, episodes: int, num_groups: int, rng: np.random.Generator) -> list:
     """Actions of one baseline episode: ``random`` (uniform in [-1, 1]) or ``uniform`` (one ratio for every group,
@@ -69,8 +49,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    table = Table(title=f"{args.agent} rollouts on {spec.model} ({env.num_groups} groups, target {spec.target} "
-                        f"{spec.target_ratio})")  # fmt: skip
+    table = Table(title=f"{args.agent} rollouts on {spec.model} ({env.num_groups} groups, target {spec.env.target} "
+                        f"{spec.env.target_ratio})")  # fmt: skip
     for col in ("episode", "reward", "val top-1 %", "MACs ratio", "latency ms", "latency ratio", "seconds"):
         table.add_column(col, justify="right")
     for r in rows:
@@ -94,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     example="prunegym env rollout --agent uniform --episodes 20 --model resnet20 --weights "
                     "../shared/data/pretrained/resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py "
                     "--latency measured")  # fmt: skip
-    add_config_flags(r, EnvSpec, help=ENV_HELP)
+    add_config_flags(r, EnvSpec)
     r.add_argument("--agent", choices=("random", "uniform"), default="random", help="baseline agent")
     r.add_argument("--episodes", type=int, default=20, help="episodes to run")
     r.add_argument("--json", action="store_true", help="print the episodes as JSON")

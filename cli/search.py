@@ -3,84 +3,61 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from prunegym.cli.env import ENV_HELP
 from prunegym.cli.util import add_command, add_config_flags, console, print_json, progress_bar, stdout
 from prunegym.core.config import config_to_dict, read_config_file, resolve_config
-from prunegym.core.errors import ConfigError, UserError
-from prunegym.core.io import write_yaml
 from prunegym.core.policy import Policy
+from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, WRITTEN_KEYS, prepare_run_dir, refuse_existing_run
 from prunegym.env.factory import EnvSpec, build_env
+from prunegym.search.optuna_config import StudyConfig
+from prunegym.search.optuna_storage import redact_url
 
 log = logging.getLogger(__name__)
 
-STUDY_HELP = {
-    "sampler": "tpe, motpe (multi-objective TPE), nsga2, nsga3, random",
-    "objectives": "reward (single) or accuracy,latency / accuracy,macs / accuracy,params (Pareto front)",
-    "n_trials": "finished trials this worker runs in total (a rerun continues up to it)",
-    "storage": "leave out for study.db in the run folder; 'journal'; FILE.log; or a URL such as "
-    "postgresql://user:${PGPASSWORD}@host/db shared by many workers",
-    "study_name": "study name in the storage (same name = same study; alias --study)",
-    "pruner": "median (stops trials whose finetune accuracy is below the median) or none",
-    "n_startup_trials": "random trials before TPE models the space",
-    "multivariate": "multivariate TPE (groups interact through the budget)",
-    "population_size": "NSGA-II/III generation size",
-    "pruner_startup_trials": "trials the pruner lets finish before pruning",
-    "pruner_warmup_steps": "finetune steps before a trial may be pruned",
-    "heartbeat": "seconds between heartbeats on a shared database (0 = off)",
-    "tensorboard": "write TensorBoard scalars under OUT/tensorboard/optuna",
-}
-_EXTRA_KEYS = {"command", "method", "out"}
+
+@dataclass(frozen=True)
+class OptunaRunConfig:
+    """``prunegym optuna run``: the search problem, the study, and the run folder.
+
+    Args:
+        problem: the search problem (model, data, evaluator, episode, device latency).
+        study: the sampler, objectives, budget and storage.
+        out: run folder (default runs/optuna-<model>-<sampler>-s<seed>).
+    """
+
+    problem: EnvSpec
+    study: StudyConfig = field(default_factory=StudyConfig)
+    out: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        stem = Path(self.problem.model).stem
+        return Path(self.out or f"runs/optuna-{stem}-{self.study.sampler}-s{self.problem.seed}")
 
 
-# ------------------------------------------------------------------------------------------------ optuna run
-
-
-def _resolve(args: argparse.Namespace) -> tuple[EnvSpec, Any, Path]:
-    from prunegym.search.optuna_study import StudyConfig
-
+def _resolve(args: argparse.Namespace) -> OptunaRunConfig:
+    """The run's options: ``--config`` (or, with ``--resume``, the run folder's own config.yaml) under the flags."""
     file_values: dict[str, Any] = {}
     if args.config:
         file_values = read_config_file(args.config)
-    elif args.resume and args.out and (Path(args.out) / "config.yaml").exists():
-        file_values = read_config_file(Path(args.out) / "config.yaml")
-    env_keys = {f.name for f in dataclasses.fields(EnvSpec)}
-    study_keys = {f.name for f in dataclasses.fields(StudyConfig)}
-    unknown = sorted(set(file_values) - env_keys - study_keys - _EXTRA_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; use EnvSpec and study options (see --help)")
-    flags = vars(args)
-    spec = resolve_config(
-        EnvSpec, file_values={k: v for k, v in file_values.items() if k in env_keys}, flag_values=flags
-    )
-    study = resolve_config(
-        StudyConfig, file_values={k: v for k, v in file_values.items() if k in study_keys}, flag_values=flags
-    )
-    out = args.out or file_values.get("out") or f"runs/optuna-{Path(spec.model).stem}-{study.sampler}-s{spec.seed}"
-    return spec, study, Path(out)
+    elif args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
+        file_values = read_config_file(Path(args.out) / CONFIG_FILE)
+    file_values = {k: v for k, v in file_values.items() if k not in WRITTEN_KEYS}
+    return resolve_config(OptunaRunConfig, file_values=file_values, flag_values=vars(args))
 
 
-def _check_run_dir(run_dir: Path, *, resume: bool) -> None:
-    if ((run_dir / "config.yaml").exists() or (run_dir / "study.yaml").exists()) and not resume:
-        raise UserError(
-            f"run folder {run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
-
-
-def _write_config(run_dir: Path, *, spec: EnvSpec, study: Any) -> None:
-    from prunegym.search.optuna_storage import redact_url
-
-    path = run_dir / "config.yaml"
-    study_dict = config_to_dict(study)
-    study_dict["storage"] = redact_url(study.storage) if study.storage else None
-    write_yaml(path, {"command": "optuna run", "method": "optuna", **config_to_dict(spec), **study_dict})
+def optuna_config_values(cfg: OptunaRunConfig) -> dict[str, Any]:
+    """What config.yaml records: the options (the storage URL without its password) and the method."""
+    values = config_to_dict(cfg)
+    values["storage"] = redact_url(cfg.study.storage) if cfg.study.storage else None
+    return {"method": "optuna", **values, "out": str(cfg.run_dir)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,14 +65,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from prunegym.search.optuna_study import run_study, summary_dict
 
-    spec, study, run_dir = _resolve(args)
+    cfg = _resolve(args)
+    spec, study, run_dir = cfg.problem, cfg.study, cfg.run_dir
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and our own log lines say enough
-    _check_run_dir(run_dir, resume=args.resume)
+    refuse_existing_run(run_dir, resume=args.resume, markers=(CONFIG_FILE, STUDY_FILE))
     enqueue = [dict(Policy.load(p).ratios) for p in args.enqueue or ()]
     env = build_env(spec)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, spec=spec, study=study)
+    prepare_run_dir(run_dir, config=optuna_config_values(cfg), resume=True, command="optuna run")
     with progress_bar() as bar:
         task = bar.add_task(f"optuna {study.sampler}", total=study.n_trials, info="")
 
@@ -261,10 +238,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="prunegym optuna run --model resnet20 --weights ../shared/data/pretrained/resnet20-12fca82f.th "
         "--data cifar10:../shared/data/cifar-10-batches-py --target-ratio 0.5 --n-trials 300 --out runs/optuna-r20-s0",
     )
-    add_config_flags(r, EnvSpec, help=ENV_HELP)
-    add_config_flags(r, _study_config(), help=STUDY_HELP, skip=("seed",))
+    add_config_flags(r, OptunaRunConfig)
     r.add_argument("--study", dest="study_name", default=argparse.SUPPRESS, help="alias of --study-name")
-    r.add_argument("--out", help="run folder (default runs/optuna-<model>-<sampler>-s<seed>)")
     r.add_argument("--resume", action="store_true", help="continue the study of an existing run folder")
     r.add_argument("--enqueue", action="append", metavar="POLICY", help="policy YAML to evaluate first (repeatable)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -296,9 +271,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--plot", default="compare.png", help="PNG to write ('' for none)")
     c.add_argument("--json", action="store_true", help="print runs and per-method mean ± std as JSON")
     c.set_defaults(func=cmd_compare)
-
-
-def _study_config() -> type:
-    from prunegym.search.optuna_study import StudyConfig
-
-    return StudyConfig

@@ -40,6 +40,7 @@ __all__ = [
     "MODEL_FILE",
     "STUDY_FILE",
     "TENSORBOARD_DIR",
+    "WRITTEN_KEYS",
     "RunRecorder",
     "prepare_run_dir",
     "read_run_config",
@@ -50,6 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+WRITTEN_KEYS = ("command", "method")  # what config.yaml records beside the options
 EPISODES_FILE = "episodes.jsonl"
 BEST_POLICY_FILE = "best_policy.yaml"
 GROUPS_FILE = "groups.json"

@@ -1,7 +1,6 @@
-"""prunegym.env: the Gymnasium pruning environment, its evaluator, rewards and latency models.
+"""prunegym.env: the Gymnasium pruning environment, its evaluator, rewards and latency models (:mod:`.latency`).
 
-Names are imported lazily, so that torch-free code (the ONNX Runtime latency session used by ``deploy bench``)
-can import :mod:`prunegym.env.latency` without pulling in PyTorch.
+Names are imported lazily (importing this package loads neither PyTorch nor Gymnasium).
 """
 
 from __future__ import annotations
@@ -12,11 +11,13 @@ from typing import Any
 _WHERE = {
     "EnvConfig": "pruning_env",
     "EnvSpec": "factory",
+    "LatencySpec": "factory",
     "Evaluation": "evaluator",
     "Evaluator": "evaluator",
     "EvaluatorConfig": "evaluator",
     "PruningEnv": "pruning_env",
     "build_env": "factory",
+    "make_env": "factory",
     "make_env_fn": "factory",
 }
 __all__ = sorted(_WHERE)

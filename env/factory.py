@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import torch
 
 from prunegym.core.checkpoint import load_model
+from prunegym.core.config import config_options, resolve_config
 from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data
@@ -22,43 +23,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EnvSpec:
-    """Everything that defines a search problem; every field is a CLI flag and a config key."""
+class LatencySpec:
+    """How the device's latency enters the search.
 
-    model: str
-    data: str
-    weights: str | None = None
-    seed: int = 0
-    # evaluator
-    val_size: int = 5000
-    bn_recalib_images: int = 500
-    bn_recalib_augment: str | None = None  # None: the dataset's training augmentation
-    finetune_steps: int = 0
-    finetune_lr: float = 0.01
-    criterion: str = "l1"
-    round_to: int = 1
-    # episode
-    target: str = "macs"
-    target_ratio: float = 0.5
-    reward: str = "acc"
-    min_ratio: float = 0.0
-    max_ratio: float = 0.8
-    action_wall: bool = True
-    latency_weight: float = -0.07
-    # device latency
-    latency: str = "none"  # none | measured | predicted
+    Args:
+        latency: none, measured (ONNX Runtime, every candidate) or predicted (a table from `prunegym latency build`).
+        latency_table: the table for predicted latency.
+        provider: ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt).
+        threads: intra-op threads of the latency session.
+        latency_batch: batch size of a timed run.
+        latency_repeats: timed runs per measurement (a fifth of them, at least 3, warm up first).
+    """
+
+    latency: str = "none"
     latency_table: str | None = None
     provider: str = "cpu"
     threads: int = 1
     latency_batch: int = 1
     latency_repeats: int = 30
-    # process
-    torch_threads: int | None = 1  # intra-op threads for pruning/scoring (1 leaves a core to the latency session)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> EnvSpec:
-        """The spec among ``values`` (a run's config.yaml, or a larger config dataclass's fields); others ignored."""
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def __post_init__(self) -> None:
         if self.latency not in {"none", "measured", "predicted"}:
@@ -66,26 +48,54 @@ class EnvSpec:
         if self.latency == "predicted" and not self.latency_table:
             raise UserError("latency predicted needs --latency-table FILE (make one with `prunegym latency build`)")
 
-
-def _pick(cls: type, spec: EnvSpec, **renames: str) -> dict:
-    names = {f.name for f in fields(cls)}
-    out = {k: getattr(spec, k) for k in names if hasattr(spec, k)}
-    for dst, src in renames.items():
-        out[dst] = getattr(spec, src)
-    return out
+    def measurement(self) -> LatencyConfig:
+        """The ONNX Runtime measurement these options describe."""
+        return LatencyConfig(provider=self.provider, intra_op_threads=self.threads, batch_size=self.latency_batch,
+                             repeats=self.latency_repeats, warmup=max(3, self.latency_repeats // 5))  # fmt: skip
 
 
-def evaluator_config(spec: EnvSpec) -> EvaluatorConfig:
-    return EvaluatorConfig(**_pick(EvaluatorConfig, spec))
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything that defines a search problem; every option is a CLI flag and a config key.
 
+    Build one from flat options with :meth:`from_options` (``EnvSpec.from_options(model="resnet20",
+    data="cifar10:DIR", val_size=1000)``) or from nested configs.
 
-def env_config(spec: EnvSpec) -> EnvConfig:
-    return EnvConfig(**_pick(EnvConfig, spec))
+    Args:
+        model: zoo name, package.module:factory, or a saved prunegym model (file or run folder).
+        data: data spec (cifar10:DIR, digits, ...).
+        weights: weights of the base model.
+        seed: seeds the val split, the evaluator and the search.
+        evaluator: how a candidate is scored.
+        env: what an episode optimizes.
+        latency_spec: how the device's latency enters.
+        torch_threads: PyTorch intra-op threads of this process (empty: leave as is; 1 leaves a core to the
+            latency session).
+    """
 
+    model: str
+    data: str
+    weights: str | None = None
+    seed: int = 0
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    latency_spec: LatencySpec = field(default_factory=LatencySpec)
+    torch_threads: int | None = 1
 
-def latency_config(spec: EnvSpec) -> LatencyConfig:
-    return LatencyConfig(provider=spec.provider, intra_op_threads=spec.threads, batch_size=spec.latency_batch,
-                         repeats=spec.latency_repeats, warmup=max(3, spec.latency_repeats // 5))  # fmt: skip
+    @classmethod
+    def from_options(cls, **options: Any) -> EnvSpec:
+        """The spec of flat options (``val_size=1000``, ``target="latency"``).
+
+        Raises:
+            ConfigError: an unknown option, a value of the wrong type, or ``model``/``data`` missing.
+        """
+        return resolve_config(cls, file_values=options, flag_values={})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> EnvSpec:
+        """The spec among ``values`` (a run's config.yaml, or a larger config's options); other keys ignored."""
+        names = config_options(cls)
+        return cls.from_options(**{k: v for k, v in values.items() if k in names})
 
 
 def build_env(spec: EnvSpec) -> PruningEnv:
@@ -96,17 +106,24 @@ def build_env(spec: EnvSpec) -> PruningEnv:
     """
     if spec.torch_threads is not None:
         torch.set_num_threads(spec.torch_threads)
-    data = load_data(spec.data, val_size=max(spec.val_size, 1) if spec.val_size else None, seed=spec.seed)
+    val_size = spec.evaluator.val_size
+    data = load_data(spec.data, val_size=max(val_size, 1) if val_size else None, seed=spec.seed)
     model = load_model(spec.model, weights=spec.weights, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, input_shape=data.input_shape, num_classes=data.num_classes, data_name=spec.data)
-    evaluator = Evaluator(model=model, data=data, config=evaluator_config(spec), input_shape=data.input_shape)
+    evaluator = Evaluator(model=model, data=data, config=spec.evaluator, input_shape=data.input_shape)
+    how = spec.latency_spec
     latency: LatencyModel | None = None
-    if spec.latency == "measured":
-        latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=latency_config(spec))
-    elif spec.latency == "predicted":
-        latency = PredictedLatency.load(spec.latency_table, evaluator=evaluator, provider=spec.provider,
-                                        threads=spec.threads)  # fmt: skip
-    return PruningEnv(evaluator=evaluator, config=env_config(spec), latency=latency)
+    if how.latency == "measured":
+        latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=how.measurement())
+    elif how.latency == "predicted":
+        latency = PredictedLatency.load(how.latency_table, evaluator=evaluator, provider=how.provider,
+                                        threads=how.threads)  # fmt: skip
+    return PruningEnv(evaluator=evaluator, config=spec.env, latency=latency)
+
+
+def make_env(**options: Any) -> PruningEnv:
+    """The Gymnasium entry point of ``prunegym/Pruning-v0``: :func:`build_env` of :meth:`EnvSpec.from_options`."""
+    return build_env(EnvSpec.from_options(**options))
 
 
 def make_env_fn(spec: EnvSpec) -> Callable[[], gym.Env]:

@@ -31,10 +31,11 @@ class StudyConfig:
         sampler: ``tpe`` (default; multi-objective TPE on a multi-objective study), ``motpe`` (TPE, multi-objective
             only), ``nsga2``, ``nsga3`` or ``random``.
         objectives: ``reward`` or ``accuracy,latency`` / ``accuracy,macs`` / ``accuracy,params``.
-        n_trials: finished trials (complete or pruned) this worker runs, counting those of earlier runs.
+        n_trials: finished trials (complete or pruned) this worker runs in total, counting those of earlier runs.
         seed: sampler seed (workers and resumed runs derive their own from it)
-        storage: ``None`` for ``study.db`` in the run folder; ``journal``; a journal file; or a database URL.
-        study_name: the study's name in the storage (workers sharing a study use the same one)
+        storage: leave out for study.db in the run folder; 'journal'; FILE.log; or a database URL such as
+            postgresql://user:${PGPASSWORD}@host/db shared by many workers.
+        study_name: the study's name in the storage (same name = same study; alias --study).
         pruner: ``median`` (Optuna's MedianPruner on the finetune's intermediate accuracies) or ``none``.
         n_startup_trials: TPE's random trials before it models the search space.
         multivariate: TPE models the groups' ratios jointly (they interact through the budget)

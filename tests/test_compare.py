@@ -128,7 +128,7 @@ def test_runs_of_different_problems_are_flagged(runs: list[Path], tmp_path: Path
 def test_compare_reads_real_optuna_runs(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = save_model(tmp_path / "m.pt", model=build_model("smallcnn", in_channels=1))  # untrained: plumbing only
-    env = build_env(EnvSpec(model=str(model), data="digits", val_size=100, bn_recalib_images=100))
+    env = build_env(EnvSpec.from_options(model=str(model), data="digits", val_size=100, bn_recalib_images=100))
     for sampler in ("tpe", "random"):
         cfg = StudyConfig(sampler=sampler, n_trials=3, n_startup_trials=2, tensorboard=False)
         run_study(env=env, config=cfg, run_dir=tmp_path / sampler)

@@ -13,7 +13,7 @@ from prunegym.env import EnvSpec, build_env, make_env_fn
 
 
 def spec(model: Path, **kw) -> EnvSpec:
-    return EnvSpec(model=str(model), data="digits", val_size=280, bn_recalib_images=200, **kw)
+    return EnvSpec.from_options(model=str(model), data="digits", val_size=280, bn_recalib_images=200, **kw)
 
 
 def rollout(env, actions, seed=0):

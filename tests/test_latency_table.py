@@ -146,7 +146,7 @@ def test_table_for_another_model_or_device_is_a_one_line_user_error(
 
 
 def test_build_env_with_predicted_latency_reports_the_table_prediction(table_path: Path) -> None:
-    spec = EnvSpec(model="smallcnn", data="digits", val_size=280, bn_recalib_images=100, latency="predicted",
+    spec = EnvSpec.from_options(model="smallcnn", data="digits", val_size=280, bn_recalib_images=100, latency="predicted",
                    latency_table=str(table_path), reward="latency_soft")  # fmt: skip
     env = build_env(spec)
     assert isinstance(env.latency, PredictedLatency) and env.latency.needs_model is False

@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def spec(model: Path, **kw) -> EnvSpec:
-    return EnvSpec(model=str(model), data="digits", val_size=200, bn_recalib_images=200, **kw)
+    return EnvSpec.from_options(model=str(model), data="digits", val_size=200, bn_recalib_images=200, **kw)
 
 
 def study_config(**kw) -> StudyConfig:
