@@ -1,62 +1,18 @@
-"""``prunegym replay [STEP]``, ``prunegym deploy run BUNDLE IMAGES…`` and ``prunegym deploy bench BUNDLE``."""
+"""``prunegym deploy run BUNDLE IMAGES…`` and ``prunegym deploy bench BUNDLE``: ONNX Runtime only, no torch."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from prunegym.cli.util import (
     add_command,
-    add_config_flags,
-    config_from_args,
     print_json,
-    progress_bar,
     stdout,
 )
-from prunegym.deploy.replay_config import STEPS, ReplayConfig
 
 log = logging.getLogger(__name__)
-
-REPLAY_HELP = {
-    "device": "where the finetune runs: auto (a CUDA GPU when there is one, else cpu), cpu, cuda, cuda:N",
-    "out": "replay folder (default: RUN/replay)",
-    "run": "search run folder (config.yaml + best_policy.yaml)",
-    "policy": "policy YAML (instead of, or overriding, the run's best)",
-    "epochs": "finetune epochs",
-    "distill": "distill from the unpruned model while finetuning",
-    "calib_images": "training images to calibrate INT8",
-    "calib_method": "minmax, entropy, percentile",
-    "reduce_range": "7-bit INT8 weights (default: on x86-64 CPUs without VNNI, where U8S8 kernels saturate)",
-    "test_limit": "verify on only the first N test images",
-    "bench_threads": "thread counts to benchmark",
-    "bench_batch": "batch size of the throughput runs",
-}
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from prunegym.deploy.replay import run_replay
-
-    cfg = config_from_args(ReplayConfig, args)
-    steps = STEPS if args.step == "all" else (args.step,)
-    with progress_bar() as bar:
-        task = bar.add_task("replay", total=None, info="")
-
-        def on_step(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
-            bar.update(task, description=f"finetune {phase}", completed=done, total=total,
-                       info=f"loss {metrics['loss']:.3f}")  # fmt: skip
-
-        _, results = run_replay(cfg, steps=steps, progress=on_step)
-    if "bundle" in results:
-        report = json.loads((results["bundle"] / "report.json").read_text())
-        stdout.print((results["bundle"] / "report.md").read_text())
-        stdout.print(f"bundle: {results['bundle']}  ({report['variants']['pruned']['speedup']:.2f}× FP32, "
-                     f"{report['variants']['pruned+int8']['speedup']:.2f}× INT8 vs the unpruned model)")  # fmt: skip
-    else:
-        for step, res in results.items():
-            stdout.print(f"{step}: {res}")
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,12 +44,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "replay", help="replay a policy: finetune, transform, ONNX, INT8, verify, benchmark, bundle",
-                    example="prunegym replay --run runs/amc-r56 --epochs 30")  # fmt: skip
-    p.add_argument("step", nargs="?", default="all", choices=("all", *STEPS), help="run one step (and what it needs)")
-    add_config_flags(p, ReplayConfig, help=REPLAY_HELP)
-    p.set_defaults(func=cmd_replay)
-
     d = add_command(sub, "deploy", help="use a bundle with ONNX Runtime alone: classify images, re-benchmark",
                     example="prunegym deploy run runs/x/replay/bundle cat.png")  # fmt: skip
     dsub = d.add_subparsers(dest="deploy_command", metavar="ACTION")

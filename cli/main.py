@@ -41,7 +41,8 @@ REGISTRY: tuple[CommandFamily, ...] = (
     CommandFamily("prunegym.cli.latency", ("latency",)),
     CommandFamily("prunegym.cli.agent", ("agent",)),
     CommandFamily("prunegym.cli.search", ("optuna", "compare")),
-    CommandFamily("prunegym.cli.deploy", ("replay", "deploy")),
+    CommandFamily("prunegym.cli.replay", ("replay",)),
+    CommandFamily("prunegym.cli.deploy", ("deploy",)),
 )
 
 

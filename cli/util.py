@@ -58,7 +58,7 @@ def add_config_flags(
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if typing.get_origin(ann) in (typing.Union, types.UnionType) and args:
             ann = args[0]
-        text = help.get(opt.name) or opt.help
+        text = (help.get(opt.name) or opt.help).rstrip(".")
         text = f"{text} (required)" if opt.required else f"{text} (default: {opt.default})"
         flag = "--" + opt.name.replace("_", "-")
         if ann is bool:

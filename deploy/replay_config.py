@@ -9,31 +9,63 @@ STEPS = ("prune", "finetune", "transform", "export", "quantize", "verify", "benc
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """Options of ``prunegym replay`` (saved as the replay folder's config.yaml)."""
+    """Options of ``prunegym replay`` (saved as the replay folder's config.yaml).
 
-    out: str | None = None  # default: RUN/replay, or runs/replay
-    run: str | None = None  # a search run folder: its config.yaml names model/weights/data, best_policy.yaml the policy
+    Args:
+        out: replay folder (default: RUN/replay, or runs/replay).
+        run: search run folder: its config.yaml names model, weights and data, its best_policy.yaml the policy.
+        policy: policy YAML (instead of, or overriding, the run's best).
+        model: the unpruned model (default: the run's).
+        weights: its weights (default: the run's).
+        data: data spec (default: the run's).
+        criterion: channel-selection criterion (default: the policy's).
+        epochs: finetune epochs.
+        lr: peak learning rate of the cosine schedule.
+        batch_size: finetune batch size.
+        weight_decay: SGD weight decay.
+        warmup_epochs: linear warm-up epochs.
+        label_smoothing: label smoothing of the cross-entropy term.
+        distill: distill from the unpruned model while finetuning.
+        kd_alpha: weight of the distillation term.
+        kd_temperature: distillation temperature.
+        max_steps_per_epoch: cap on steps per epoch (empty: the whole training set).
+        device: where the finetune runs.
+        val_size: val images carved from the training set (empty: the dataset's default).
+        calib_images: training images to calibrate INT8.
+        calib_method: minmax, entropy, percentile.
+        per_channel: per-channel INT8 weights.
+        reduce_range: 7-bit INT8 weights (empty: on x86-64 CPUs without VNNI, where U8S8 kernels saturate).
+        test_limit: verify on only the first N test images.
+        bench_threads: thread counts to benchmark.
+        bench_batch: batch size of the throughput runs.
+        bench_repeats: timed runs per model and thread count.
+        bench_rounds: interleaved rounds of the benchmark.
+        seed: seeds the finetune and the calibration images.
+    """
+
+    out: str | None = None
+    run: str | None = None
     policy: str | None = None
     model: str | None = None
     weights: str | None = None
     data: str | None = None
-    criterion: str | None = None  # default: the policy's
+    criterion: str | None = None
     epochs: int = 30
     lr: float = 0.01
     batch_size: int = 128
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
-    distill: bool = True  # from the unpruned model
+    distill: bool = True
     kd_alpha: float = 0.9
     kd_temperature: float = 4.0
     max_steps_per_epoch: int | None = None
-    device: str = "auto"  # where the finetune runs: auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N
+    device: str = "auto"
     val_size: int | None = None
     calib_images: int = 512
     calib_method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool | None = None  # 7-bit weights; None: on x86-64 CPUs without VNNI (U8S8 saturates there)
+    reduce_range: bool | None = None
     test_limit: int | None = None
     bench_threads: tuple[int, ...] = (1, 2)
     bench_batch: int = 64
