@@ -175,7 +175,7 @@ def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str
         saved = read_checkpoint(cfg.model)
         policy = saved.get("policy")
         if saved.get("mask"):  # a masked ("sparse") model: keep its zeroed channels at zero while finetuning
-            from prunegym.core.masking import mask_keeper
+            from prunegym.core.pruning import mask_keeper
 
             shape = tuple(saved.get("input_shape") or splits.input_shape)
             extra = {"mask": saved["mask"], "input_shape": list(shape)}

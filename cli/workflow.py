@@ -32,22 +32,22 @@ from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data
 from prunegym.core.io import atomic_write_text, write_json
-from prunegym.core.masking import max_abs_diff, transform
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
-from prunegym.core.pruning import CostTable, kept_channels, uniform_ratio_for_macs
-from prunegym.core.summary import Summary, summarize
-from prunegym.core.workflow import (
+from prunegym.core.pruning import CostTable, kept_channels, max_abs_diff, transform, uniform_ratio_for_macs
+from prunegym.workflow import (
     AnaConfig,
     IterateConfig,
     PruneConfig,
     RoundResult,
+    Summary,
     TransformConfig,
     check_finished_rounds,
     iterate_rounds,
     load_masked_model,
     prune_model,
     save_pruned,
+    summarize,
     traced_cost_table,
     val_accuracy,
 )
@@ -119,8 +119,8 @@ def _uniform_policy(net: nn.Module, table: CostTable, shape: tuple[int, int, int
 
 def _ana_policy(table: CostTable, *, ana: str, rate: float | None, threshold: float | None, model_name: str,
                 meta: dict[str, Any]) -> tuple[Policy, Any]:  # fmt: skip
-    from prunegym.search.prune_plan import plan_for_rate, plan_for_threshold
-    from prunegym.search.sensitivity import load_sensitivity
+    from prunegym.workflow.prune_plan import plan_for_rate, plan_for_threshold
+    from prunegym.workflow.sensitivity import load_sensitivity
 
     sens = load_sensitivity(ana)
     if sens.model != model_name:
@@ -143,7 +143,7 @@ def cmd_ana(args: argparse.Namespace) -> int:
     shape = splits.input_shape
     traced_cost_table(net, input_shape=shape)
     from prunegym.env.evaluator import Evaluator, EvaluatorConfig
-    from prunegym.search.sensitivity import run_sensitivity, table_header, table_rows, write_outputs
+    from prunegym.workflow.sensitivity import run_sensitivity, table_header, table_rows, write_outputs
 
     ev_cfg = EvaluatorConfig(val_size=len(splits.val_y), bn_recalib_images=cfg.bn_recalib_images,
                              batch_size=cfg.batch_size, criterion=cfg.criterion, round_to=cfg.round_to,
@@ -301,7 +301,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         rounds = iterate_rounds(model=net, data=splits, config=cfg, policies=policies, input_shape=shape,
                                 run_dir=run_dir, teacher=net if cfg.distill else None, progress=on_step,
                                 on_round=on_round)  # fmt: skip
-    from prunegym.search.plots import rounds_plot
+    from prunegym.workflow.plots import rounds_plot
 
     records = [r.to_dict() for r in rounds]
     write_json(run_dir / "rounds.json", {"baseline_accuracy": base_acc, "rounds": records})

@@ -99,13 +99,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     model.load_state_dict(merged, strict=True)
 
 
-def is_prunegym_model(path: Path | str) -> bool:
-    path = Path(path)
-    if path.is_dir():
-        return (path / MODEL_FILE).exists()
-    return path.suffix in {".pt", ".pth"} and path.exists()
-
-
 def save_model(
     path: Path | str,
     *,

@@ -169,7 +169,7 @@ def train(
     ``progress(phase, done, total, metrics)`` is called after every step (the CLI draws a bar with it).
     ``policy`` (for pruned models) is stored in every checkpoint so they rebuild without pickled modules;
     ``extra`` (e.g. a masked model's ``mask`` and ``input_shape``) too. ``after_step()`` runs after every
-    optimizer step (e.g. :func:`prunegym.core.masking.mask_keeper` keeps masked channels at zero).
+    optimizer step (e.g. :func:`prunegym.core.pruning.mask_keeper` keeps masked channels at zero).
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import; only when training
 

@@ -14,10 +14,10 @@ from prunegym.core.checkpoint import load_model
 from prunegym.core.models import build_model
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning import CostTable, cost_table, uniform_ratio_for_macs
-from prunegym.core.workflow import prune_model
 from prunegym.env.evaluator import Evaluator, EvaluatorConfig
-from prunegym.search.prune_plan import _plan, envelope, plan_for_rate, plan_for_threshold
-from prunegym.search.sensitivity import Sensitivity, load_sensitivity, run_sensitivity
+from prunegym.workflow.prune import prune_model
+from prunegym.workflow.prune_plan import _plan, envelope, plan_for_rate, plan_for_threshold
+from prunegym.workflow.sensitivity import Sensitivity, load_sensitivity, run_sensitivity
 
 DIGITS = (1, 8, 8)
 GROUPS = ("features.0", "features.3", "features.7", "features.10")

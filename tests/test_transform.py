@@ -13,10 +13,10 @@ from torch.nn.utils import prune as torch_prune
 from zoo_helpers import calibrated
 
 from prunegym.core.checkpoint import load_model, save_model
-from prunegym.core.masking import mask_policy, max_abs_diff, merge_prune_masks, transform
 from prunegym.core.models import build_model
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, apply_policy_structure, prunable_groups
+from prunegym.core.pruning.masking import mask_policy, max_abs_diff, merge_prune_masks, transform
 from prunegym.core.stats import model_stats
 
 CIFAR = (3, 32, 32)
@@ -102,7 +102,7 @@ def test_transform_of_torch_ln_structured_masks(name: str, shape: tuple[int, int
 def test_transform_keeps_channels_that_batchnorm_makes_constant(caplog: pytest.LogCaptureFixture) -> None:
     model = calibrated("smallcnn", shape=DIGITS)
     ln_mask_convs(model, zero_bn=False)  # zero filters, but BN maps 0 to beta - gamma * mean / std != 0
-    with caplog.at_level(logging.INFO, logger="prunegym.core.masking"):
+    with caplog.at_level(logging.INFO, logger="prunegym.core.pruning.masking"):
         result = transform(model, input_shape=DIGITS)
     assert dict(result.removed) == {}
     assert dict(result.kept_constant) == {"features.0": 16, "features.3": 16, "features.7": 32, "features.10": 32}

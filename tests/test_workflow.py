@@ -12,16 +12,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-import prunegym.core.workflow as workflow
+import prunegym.workflow.iterate as workflow
 from prunegym.cli.main import main
 from prunegym.core.checkpoint import load_model, read_checkpoint
 from prunegym.core.io import write_json
-from prunegym.core.masking import max_abs_diff
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import cost_table, uniform_ratio_for_macs
+from prunegym.core.pruning.masking import max_abs_diff
 from prunegym.core.stats import model_stats
-from prunegym.core.workflow import IterateConfig, iterate_rounds, prune_model, save_pruned
-from prunegym.search.sensitivity import Sensitivity
+from prunegym.workflow import IterateConfig, iterate_rounds, prune_model, save_pruned
+from prunegym.workflow.sensitivity import Sensitivity
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
@@ -140,7 +140,7 @@ def test_vai_p_flow_masked_prune_finetune_transform(pruned: Path, base: Path, tm
 
 
 def test_mask_keeper_restores_zeros_that_an_update_disturbed(base: Path) -> None:
-    from prunegym.core.masking import mask_keeper, mask_policy, transform
+    from prunegym.core.pruning.masking import mask_keeper, mask_policy, transform
 
     model = load_model(str(base))
     masked = mask_policy(model, Policy.uniform(GROUPS, 0.5), input_shape=DIGITS)

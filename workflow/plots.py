@@ -17,13 +17,23 @@ from matplotlib.figure import Figure
 from prunegym.core.plots import save_png
 
 if TYPE_CHECKING:
-    from prunegym.search.sensitivity import Sensitivity
+    from prunegym.workflow.sensitivity import Sensitivity
 
 __all__ = ["rounds_plot", "sensitivity_heatmap"]
 
 
 def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
-    """Accuracy drop (baseline − pruned, points) of each group (rows) at each ratio (columns); grey: n/a."""
+    """Heatmap of the accuracy drop (baseline − pruned, points) of each group (rows) at each ratio (columns).
+
+    Cells where the ratio is not applicable are grey.
+
+    Args:
+        result: the sensitivity analysis.
+        out: the PNG path.
+
+    Returns:
+        The path written.
+    """
     drops = np.array(
         [[np.nan if result.drop(g, i) is None else result.drop(g, i) for i in range(len(result.ratios))]
          for g in result.groups],
@@ -51,8 +61,18 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
 
 
 def rounds_plot(rounds: Sequence[Mapping[str, Any]], out: Path, *, baseline_accuracy: float | None = None) -> Path:
-    """Remaining operations and weights (% of the original, left axis) and val top-1 (right axis) per round;
-    round 0 is the unpruned model. ``rounds`` are :meth:`RoundResult.to_dict` records."""
+    """Remaining operations and weights (% of the original, left axis) and val top-1 (right axis) per round.
+
+    Round 0 is the unpruned model.
+
+    Args:
+        rounds: :meth:`~prunegym.workflow.iterate.RoundResult.to_dict` records.
+        out: the PNG path.
+        baseline_accuracy: val top-1 of the unpruned model (None: not plotted).
+
+    Returns:
+        The path written.
+    """
     x = [0] + [int(r["round"]) for r in rounds]
     ops = [100.0] + [100.0 * (1 - float(r["ops_removed"])) for r in rounds]
     weights = [100.0] + [100.0 * (1 - float(r["params_removed"])) for r in rounds]

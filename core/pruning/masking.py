@@ -32,19 +32,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from prunegym.core.errors import UserError
-from prunegym.core.importance import Member, is_depthwise
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
-from prunegym.core.pruning import (
-    _as_policy,
-    _out_channels,
-    _restore,
-    _snapshot,
-    _Traced,
-    copy_model,
-    kept_channels,
-    prune_in_place,
-)
+from prunegym.core.pruning.apply import as_policy, prune_in_place
+from prunegym.core.pruning.groups import kept_channels
+from prunegym.core.pruning.importance import Member, is_depthwise
+from prunegym.core.pruning.trace import Traced, copy_model, out_channels, restore, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +54,21 @@ class TransformResult:
 
 
 def max_abs_diff(a: nn.Module, b: nn.Module, *, input_shape: tuple[int, int, int], n: int = 8, seed: int = 0) -> float:
-    """Largest absolute output difference of ``a`` and ``b`` (both in eval mode) on ``n`` seeded N(0,1) inputs."""
+    """Largest absolute output difference of ``a`` and ``b`` (both run in eval mode) on seeded N(0,1) inputs.
+
+    Args:
+        a: one model (its train/eval flag is restored).
+        b: the other.
+        input_shape: ``(C, H, W)`` of one input.
+        n: number of inputs.
+        seed: seeds the inputs.
+
+    Returns:
+        ``max |a(x) - b(x)|``.
+
+    Raises:
+        ValueError: the models' outputs differ in shape.
+    """
     x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
     outs = []
     for model in (a, b):
@@ -78,7 +85,14 @@ def max_abs_diff(a: nn.Module, b: nn.Module, *, input_shape: tuple[int, int, int
 
 
 def merge_prune_masks(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace ``X_orig``/``X_mask`` pairs written by ``torch.nn.utils.prune`` with ``X = X_orig * X_mask``."""
+    """Replace ``X_orig``/``X_mask`` pairs written by ``torch.nn.utils.prune`` with ``X = X_orig * X_mask``.
+
+    Args:
+        state_dict: a state_dict, possibly holding such pairs.
+
+    Returns:
+        A new state_dict without them.
+    """
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state_dict:
@@ -92,7 +106,14 @@ def merge_prune_masks(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def make_masks_permanent(model: nn.Module) -> nn.Module:
-    """``torch.nn.utils.prune.remove`` every pruning reparametrization of ``model``, in place."""
+    """``torch.nn.utils.prune.remove`` every pruning reparametrization of ``model``, in place.
+
+    Args:
+        model: the model.
+
+    Returns:
+        ``model`` itself.
+    """
     for module in model.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, torch_prune.BasePruningMethod):
@@ -101,11 +122,13 @@ def make_masks_permanent(model: nn.Module) -> nn.Module:
 
 
 def _rows(member: Member, channels: set[int]) -> list[int]:
+    """The member's own indices of the given group channels."""
     return [i for i, r in zip(member.idxs, member.root_idxs, strict=True) if r in channels]
 
 
 @torch.no_grad()
 def _zero(member: Member, rows: Sequence[int], persistent: bool) -> None:
+    """Zero a producer's rows (BatchNorm: also mean 0, var 1); ``persistent`` registers prune masks."""
     mod = member.module
     if not rows:
         return
@@ -144,12 +167,22 @@ def mask_policy(
     """A copy of ``model`` with the channels :func:`apply_policy` would remove zeroed in place, shapes unchanged.
 
     The channels are chosen exactly as the pruner chooses them (same criterion, rounding and ``calib``); with
-    ``lsq`` only the selection is used (the consumer refit needs the physical removal). ``persistent=True``
-    registers ``torch.nn.utils.prune`` masks so the zeros survive finetuning (the state_dict then holds
-    ``weight_orig``/``weight_mask``; :func:`transform` accepts that). The copy carries ``prunegym_mask``:
-    ``{group: [removed channel indices]}``.
+    ``lsq`` only the selection is used (the consumer refit needs the physical removal).
+
+    Args:
+        model: the model (not modified).
+        policy: a :class:`Policy`, its :meth:`Policy.to_dict` record, or ``{group: ratio}``.
+        input_shape: ``(C, H, W)`` of one input.
+        criterion: the channel-selection criterion.
+        round_to: round kept channel counts to this multiple (default: the policy's).
+        calib: calibration batches, needed by "taylor" and "lsq".
+        persistent: register ``torch.nn.utils.prune`` masks so the zeros survive finetuning (the state_dict
+            then holds ``weight_orig``/``weight_mask``; :func:`transform` accepts that).
+
+    Returns:
+        The masked copy. It carries ``prunegym_mask``: ``{group: [removed channel indices]}``.
     """
-    pol = _as_policy(policy)
+    pol = as_policy(policy)
     rt = pol.round_to if round_to is None else int(round_to)
     scratch = copy_model(model)
     removed = prune_in_place(
@@ -159,7 +192,7 @@ def mask_policy(
     net = copy_model(model)
     training = net.training
     net.eval()
-    traced = _Traced(net, input_shape)
+    traced = Traced(net, input_shape)
     for name, idxs in removed.items():
         chans = set(idxs)
         for member in traced.members(name):
@@ -170,19 +203,8 @@ def mask_policy(
     return net
 
 
-def mask_keeper(
-    model: nn.Module, mask: Mapping[str, Sequence[int]], *, input_shape: tuple[int, int, int]
-) -> Callable[[], None]:
-    """A function that (re-)zeroes the masked channels of ``model`` in place: call it after every optimizer step
-    so a masked ("sparse") model stays masked while it is finetuned, with a plain state_dict throughout.
-
-    ``mask`` is :attr:`prunegym_mask` (``{group: [removed channel indices]}``) as saved with the model.
-    """
-    training = model.training
-    model.eval()
-    traced = _Traced(model, input_shape)
-    model.train(training)
-    # (module, attribute) rather than tensors: moving the model to another device replaces its buffers.
+def _mask_targets(traced: Traced, mask: Mapping[str, Sequence[int]]) -> list[tuple[nn.Module, str, list[int], float]]:
+    """``(module, attribute, rows, value)`` to re-write; (module, attribute) because a device move replaces buffers."""
     targets: list[tuple[nn.Module, str, list[int], float]] = []
     for name, idxs in mask.items():
         if name not in traced.candidates:
@@ -199,6 +221,33 @@ def mask_keeper(
                     targets.append((mod, pname, rows, 0.0))
             if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
                 targets += [(mod, "running_mean", rows, 0.0), (mod, "running_var", rows, 1.0)]
+    return targets
+
+
+def mask_keeper(
+    model: nn.Module, mask: Mapping[str, Sequence[int]], *, input_shape: tuple[int, int, int]
+) -> Callable[[], None]:
+    """A function that (re-)zeroes the masked channels of ``model`` in place.
+
+    Call it after every optimizer step so a masked ("sparse") model stays masked while it is finetuned, with a
+    plain state_dict throughout. It is called once before it is returned.
+
+    Args:
+        model: the masked model.
+        mask: :attr:`prunegym_mask` (``{group: [removed channel indices]}``) as saved with the model.
+        input_shape: ``(C, H, W)`` of one input.
+
+    Returns:
+        The zeroing function.
+
+    Raises:
+        UserError: ``mask`` names a group the model does not have.
+    """
+    training = model.training
+    model.eval()
+    traced = Traced(model, input_shape)
+    model.train(training)
+    targets = _mask_targets(traced, mask)
 
     @torch.no_grad()
     def keep() -> None:
@@ -207,6 +256,15 @@ def mask_keeper(
 
     keep()
     return keep
+
+
+@torch.no_grad()
+def _bn_at_zero(mod: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """The BatchNorm's (eval-mode) output for a zero input, per channel."""
+    return F.batch_norm(
+        torch.zeros(1, mod.num_features, device=mod.running_mean.device), mod.running_mean,
+        mod.running_var, mod.weight, mod.bias, training=False, eps=mod.eps,
+    )[0].cpu()  # fmt: skip
 
 
 @torch.no_grad()
@@ -241,11 +299,7 @@ def _dead_channels(members: Sequence[Member], n: int) -> tuple[list[int], list[i
                 bn_at_zero[roots] = False
                 bn_killed[roots] = False
                 continue
-            at_zero = F.batch_norm(
-                torch.zeros(1, mod.num_features, device=mod.running_mean.device), mod.running_mean,
-                mod.running_var, mod.weight, mod.bias, training=False, eps=mod.eps,
-            )[0].cpu()  # fmt: skip
-            bn_at_zero[roots[at_zero[rows] != 0]] = False
+            bn_at_zero[roots[_bn_at_zero(mod)[rows] != 0]] = False
             killed = ((mod.weight.detach()[rows.to(mod.weight.device)] == 0)
                       & (mod.bias.detach()[rows.to(mod.weight.device)] == 0)).cpu()  # fmt: skip
             bn_killed[roots[~killed]] = False
@@ -259,12 +313,50 @@ def _dead_channels(members: Sequence[Member], n: int) -> tuple[list[int], list[i
     return dead, const
 
 
+def _candidates(traced: Traced, name: str, n: int, constant: dict[str, int]) -> list[int]:
+    """The group's dead channels to try removing (one kept if all are dead); records kept constant ones."""
+    dead, const = _dead_channels(traced.members(name), n)
+    if const:
+        constant[name] = len(const)
+        log.info(
+            "transform: group '%s': %d zero-filter channels have a nonzero constant output after BatchNorm; "
+            "kept (removing them is not exact where the next layer zero-pads)", name, len(const),
+        )  # fmt: skip
+    if len(dead) == n:
+        log.info(
+            "transform: group '%s' is entirely dead; keeping channel %d so the model stays connected", name, dead[0]
+        )
+        dead = dead[1:]
+    return dead
+
+
+def _remove_checked(traced: Traced, name: str, dead: list[int], x: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
+    """Remove ``dead`` channels of group ``name``; undo and return False if the outputs move by more than ``tol``."""
+    group = traced.root_group(name, dead)
+    snaps = snapshot(item.dep.target.module for item in group)
+    group.prune(record_history=False)
+    with torch.no_grad():
+        out = traced.net(x)
+    diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
+    if diff > tol:
+        restore(snaps)
+        log.info("transform: group '%s' kept whole: removing its %d zero channels moves the outputs by %.3g",
+                 name, len(dead), diff)  # fmt: skip
+        return False
+    return True
+
+
 def transform(model: nn.Module, *, input_shape: tuple[int, int, int], atol: float = 1e-5) -> TransformResult:
     """Physically remove the provably dead channels of a masked ``model`` (see the module docstring).
 
-    Returns a :class:`TransformResult`; ``result.policy`` (ratios = removed / channels, ``round_to`` 1) rebuilds
-    the dense shapes with :func:`apply_policy_structure`, so ``save_model(policy=result.policy.to_dict())`` works.
-    A removal is accepted when the outputs move by at most ``atol * max(1, max|output|)``.
+    Args:
+        model: the masked model (not modified); ``torch.nn.utils.prune`` masks are made permanent on a copy.
+        input_shape: ``(C, H, W)`` of one input.
+        atol: a removal is accepted when the outputs move by at most ``atol * max(1, max|output|)``.
+
+    Returns:
+        A :class:`TransformResult`; ``result.policy`` (ratios = removed / channels, ``round_to`` 1) rebuilds the
+        dense shapes with :func:`apply_policy_structure`, so ``save_model(policy=result.policy.to_dict())`` works.
     """
     net = make_masks_permanent(copy_model(model))
     training = net.training
@@ -274,37 +366,14 @@ def transform(model: nn.Module, *, input_shape: tuple[int, int, int], atol: floa
     with torch.no_grad():
         ref = net(x)
     tol = atol * max(1.0, float(ref.abs().max()))
-    traced = _Traced(net, input_shape)
+    traced = Traced(net, input_shape)
     removed: dict[str, int] = {}
     constant: dict[str, int] = {}
     ratios: dict[str, float] = {}
     for name in list(traced.candidates):
-        members = traced.members(name)
-        n = _out_channels(traced.modules[name])
-        dead, const = _dead_channels(members, n)
-        if const:
-            constant[name] = len(const)
-            log.info(
-                "transform: group '%s': %d zero-filter channels have a nonzero constant output after BatchNorm; "
-                "kept (removing them is not exact where the next layer zero-pads)", name, len(const),
-            )  # fmt: skip
-        if len(dead) == n:
-            log.info(
-                "transform: group '%s' is entirely dead; keeping channel %d so the model stays connected", name, dead[0]
-            )
-            dead = dead[1:]
-        if not dead:
-            continue
-        group = traced._root_group(name, dead)
-        snaps = _snapshot(item.dep.target.module for item in group)
-        group.prune(record_history=False)
-        with torch.no_grad():
-            out = net(x)
-        diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
-        if diff > tol:
-            _restore(snaps)
-            log.info("transform: group '%s' kept whole: removing its %d zero channels moves the outputs by %.3g",
-                     name, len(dead), diff)  # fmt: skip
+        n = out_channels(traced.modules[name])
+        dead = _candidates(traced, name, n, constant)
+        if not dead or not _remove_checked(traced, name, dead, x, ref, tol):
             continue
         removed[name] = len(dead)
         ratios[name] = len(dead) / n

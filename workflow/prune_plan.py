@@ -30,7 +30,7 @@ from typing import Any
 
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning import CostTable, kept_channels
-from prunegym.search.sensitivity import Sensitivity
+from prunegym.workflow.sensitivity import Sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,19 @@ class Plan:
 
     @property
     def macs_removed(self) -> float:
+        """Fraction of the original MACs the plan removes."""
         return 1.0 - self.macs / self.base_macs
 
     def policy(self, **meta: Any) -> Policy:
-        """The plan as a :class:`Policy` (``source="ana"``; ``meta`` sets the other fields)."""
+        """The plan as a :class:`Policy` (groups at ratio 0 left out).
+
+        Args:
+            **meta: other Policy fields (``source`` defaults to ``"ana"``; ``metrics`` are merged with the plan's
+                threshold and predicted ratios).
+
+        Returns:
+            The policy.
+        """
         metrics = {"ana_threshold": self.threshold, "predicted_macs_ratio": self.macs / self.base_macs,
                    "predicted_params_ratio": self.params / self.base_params}  # fmt: skip
         meta = {"source": "ana", **meta, "metrics": {**metrics, **dict(meta.get("metrics") or {})}}
@@ -63,7 +72,15 @@ class Plan:
 
 
 def envelope(sens: Sensitivity, group: str) -> tuple[list[float], list[float]]:
-    """``(ratios, losses)`` of the group's loss envelope, starting at ``(0, 0)`` (see the module docstring)."""
+    """The group's loss envelope (see the module docstring).
+
+    Args:
+        sens: the sensitivity analysis.
+        group: the group name.
+
+    Returns:
+        ``(ratios, losses)``, starting at ``(0, 0)`` and ending before the first not-applicable ratio.
+    """
     xs, ys, worst = [0.0], [0.0], 0.0
     for i, r in enumerate(sens.ratios):
         drop = sens.drop(group, i)
@@ -100,6 +117,7 @@ def _check_groups(sens: Sensitivity, table: CostTable) -> None:
 
 
 def _snap(ratios: Mapping[str, float], table: CostTable, round_to: int) -> dict[str, float]:
+    """Each ratio snapped to the exact channel fraction ``1 - K/n`` of the count it keeps."""
     out = {}
     for g, r in ratios.items():
         n = table.channels[g]
@@ -109,6 +127,7 @@ def _snap(ratios: Mapping[str, float], table: CostTable, round_to: int) -> dict[
 
 
 def _plan(sens: Sensitivity, table: CostTable, threshold: float, *, round_to: int, rule: str) -> Plan:
+    """The plan of one loss ``threshold`` (``rule`` "rate" interpolates the envelope, "threshold" does not)."""
     curves = {g: envelope(sens, g) for g in sens.groups if g in table.channels}
     raw = {g: _ratio_at(*c, threshold, interpolate=rule == "rate") for g, c in curves.items()}
     ratios = _snap(raw, table, round_to)
@@ -124,7 +143,20 @@ def _plan(sens: Sensitivity, table: CostTable, threshold: float, *, round_to: in
 
 
 def plan_for_threshold(sens: Sensitivity, table: CostTable, *, threshold: float, round_to: int = 1) -> Plan:
-    """Each group's largest analysed ratio whose envelope loss is ≤ ``threshold`` points."""
+    """Each group's largest analysed ratio whose envelope loss is ≤ ``threshold`` points.
+
+    Args:
+        sens: the sensitivity analysis.
+        table: the model's cost table.
+        threshold: the largest loss (accuracy points) allowed per group.
+        round_to: round kept channel counts to this multiple.
+
+    Returns:
+        The plan.
+
+    Raises:
+        PolicyError: a negative or non-finite threshold, or an analysis of another model.
+    """
     if not (math.isfinite(threshold) and threshold >= 0):
         raise PolicyError(f"threshold {threshold} must be a number ≥ 0 (accuracy points)")
     _check_groups(sens, table)
@@ -132,7 +164,21 @@ def plan_for_threshold(sens: Sensitivity, table: CostTable, *, threshold: float,
 
 
 def plan_for_rate(sens: Sensitivity, table: CostTable, *, rate: float, round_to: int = 1) -> Plan:
-    """The smallest common loss threshold whose per-group ratios remove at least ``rate`` of the MACs."""
+    """The smallest common loss threshold whose per-group ratios remove at least ``rate`` of the MACs.
+
+    Args:
+        sens: the sensitivity analysis.
+        table: the model's cost table.
+        rate: the fraction of the MACs to remove.
+        round_to: round kept channel counts to this multiple.
+
+    Returns:
+        The plan (its ``threshold`` is the common loss threshold found).
+
+    Raises:
+        PolicyError: a rate outside (0, 1), a rate the analysed ratios cannot reach, or an analysis of another
+            model.
+    """
     if not (math.isfinite(rate) and 0.0 < rate < 1.0):
         raise PolicyError(f"rate {rate} is outside (0, 1); use the fraction of MACs to remove, e.g. 0.5")
     _check_groups(sens, table)

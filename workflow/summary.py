@@ -18,7 +18,14 @@ from prunegym.core.stats import ModelStats, model_stats
 
 
 def human(n: float) -> str:
-    """``1234567`` → ``1.23M`` (K, M, G), as the DeePhi tools print counts."""
+    """A count as the DeePhi tools print it: ``1234567`` → ``1.23M`` (K, M, G).
+
+    Args:
+        n: the count.
+
+    Returns:
+        The label.
+    """
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
@@ -26,6 +33,7 @@ def human(n: float) -> str:
 
 
 def _relative(base: float, new: float) -> str:
+    """The relative change in percent, signed (``n/a`` for a zero base)."""
     return f"{100.0 * (new - base) / base:+.2f}%" if base else "n/a"
 
 
@@ -50,6 +58,7 @@ class Summary:
 
     @property
     def params_reduction(self) -> float:
+        """Fraction of the weights removed (0.3 = -30%)."""
         return 1.0 - self.compressed_params / self.baseline_params if self.baseline_params else 0.0
 
     def rows(self) -> list[tuple[str, str, str, str]]:
@@ -70,7 +79,14 @@ class Summary:
         ]  # fmt: skip
 
     def table(self, *, title: str = "Summary") -> Table:
-        """A rich table (the CLI prints it)."""
+        """The summary as a rich table (the CLI prints it).
+
+        Args:
+            title: the table title.
+
+        Returns:
+            The table.
+        """
         table = Table(title=title)
         table.add_column("Metric")
         for col in ("Baseline", "Compressed", "Delta %"):
@@ -80,6 +96,14 @@ class Summary:
         return table
 
     def markdown(self, *, title: str = "Summary") -> str:
+        """The summary as Markdown (``summary.md``), with the accuracy note below the table.
+
+        Args:
+            title: the heading.
+
+        Returns:
+            The Markdown text.
+        """
         lines = [f"### {title}", "", "| Metric | Baseline | Compressed | Delta % |", "|---|---:|---:|---:|"]
         lines += [f"| {' | '.join(row)} |" for row in self.rows()]
         if self.accuracy_note:
@@ -87,6 +111,7 @@ class Summary:
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON record (``summary.json``), with the two reductions."""
         out = asdict(self)
         out["ops_reduction"] = round(self.ops_reduction, 6)
         out["params_reduction"] = round(self.params_reduction, 6)
@@ -102,7 +127,19 @@ def summarize(
     compressed_accuracy: float | None = None,
     accuracy_note: str = "",
 ) -> Summary:
-    """The :class:`Summary` of two models (or their precomputed :class:`ModelStats`)."""
+    """The :class:`Summary` of two models (or their precomputed :class:`ModelStats`).
+
+    Args:
+        baseline: the model before the step, or its stats.
+        compressed: the model after the step, or its stats.
+        input_shape: ``(C, H, W)`` of one input (for models given as modules).
+        baseline_accuracy: top-1 percent of the baseline (None: not measured).
+        compressed_accuracy: top-1 percent of the compressed model (None: not measured).
+        accuracy_note: how the accuracies were measured.
+
+    Returns:
+        The summary.
+    """
     b = baseline if isinstance(baseline, ModelStats) else model_stats(baseline, input_shape=input_shape)
     c = compressed if isinstance(compressed, ModelStats) else model_stats(compressed, input_shape=input_shape)
     return Summary(

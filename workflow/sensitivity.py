@@ -40,13 +40,27 @@ BASELINE = ""  # the group name of the baseline record
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
-    """A short stable hash of the settings that change the numbers."""
+    """A short stable hash of the settings that change the numbers.
+
+    Args:
+        settings: the settings (JSON-serializable, or rendered with ``str``).
+
+    Returns:
+        12 hex digits.
+    """
     text = json.dumps(dict(settings), sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
 def ratio_label(ratio: float) -> str:
-    """``0.1`` → ``-10%`` (the column headers of the Vitis-AI table)."""
+    """The column header of a ratio in the Vitis-AI table: ``0.1`` → ``-10%``.
+
+    Args:
+        ratio: the fraction of a group's channels removed.
+
+    Returns:
+        The label.
+    """
     return f"-{100 * ratio:g}%"
 
 
@@ -65,11 +79,20 @@ class Sensitivity:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def drop(self, group: str, index: int) -> float | None:
-        """Accuracy loss in points of ``group`` at ``ratios[index]`` (negative: it got better)."""
+        """Accuracy loss in points of ``group`` at ``ratios[index]`` (negative: it got better).
+
+        Args:
+            group: the group name.
+            index: the index of the ratio in :attr:`ratios`.
+
+        Returns:
+            The drop, or None where the ratio is not applicable.
+        """
         acc = self.accuracy[group][index]
         return None if acc is None else self.baseline - acc
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON record (``ana.json``)."""
         return {
             "model": self.model,
             "baseline": self.baseline,
@@ -84,6 +107,18 @@ class Sensitivity:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sensitivity:
+        """The result from its :meth:`to_dict` record.
+
+        Args:
+            data: the record.
+
+        Returns:
+            The result.
+
+        Raises:
+            KeyError: a field is missing.
+            ValueError: a field does not convert.
+        """
         return cls(
             model=str(data["model"]),
             baseline=float(data["baseline"]),
@@ -107,6 +142,7 @@ class AnaRun:
 
 
 def _cell(evaluator: Evaluator, group: str, ratio: float) -> dict[str, Any]:
+    """The record of one cell: ``group`` pruned alone by ``ratio`` (the baseline for group ``""``)."""
     ratios = {group: ratio} if group else {}
     try:
         ev = evaluator.evaluate(ratios)
@@ -115,6 +151,20 @@ def _cell(evaluator: Evaluator, group: str, ratio: float) -> dict[str, Any]:
         return {"accuracy": None, "error": str(exc), "cached": False}
     return {"accuracy": ev.accuracy, "top5": ev.top5, "macs": ev.macs, "params": ev.params, "kept": list(ev.kept),
             "seconds": round(sum(ev.seconds.values()), 3), "cached": ev.cached}  # fmt: skip
+
+
+def _finished_cells(path: Path, key: str) -> dict[tuple[str, float], dict[str, Any]]:
+    """The records in ``path`` computed under settings ``key``, by ``(group, rounded ratio)``; others are logged."""
+    done: dict[tuple[str, float], dict[str, Any]] = {}
+    stale = 0
+    for rec in read_jsonl(path):
+        if rec.get("key") == key:
+            done[(rec["group"], round(float(rec["ratio"]), 6))] = rec
+        else:
+            stale += 1
+    if stale:
+        log.warning("ana: ignoring %d results in %s computed with other settings", stale, path)
+    return done
 
 
 def run_sensitivity(
@@ -128,20 +178,22 @@ def run_sensitivity(
 ) -> AnaRun:
     """Evaluate the baseline and every group × ratio, appending each result to ``out_dir/ana.jsonl``.
 
-    ``progress(done, total, info)`` is called after each cell (reused cells count as done at the start).
+    Args:
+        evaluator: scores one policy (BN re-calibration + val top-1).
+        ratios: the ratios to analyse.
+        out_dir: the run folder.
+        model_name: the model's name, recorded in the result.
+        settings: the settings that change the numbers (their hash tags every record).
+        progress: ``progress(done, total, info)``, called after each cell (reused cells count as done at the
+            start).
+
+    Returns:
+        The result and how many cells were computed now vs reused.
     """
     out_dir = Path(out_dir)
     key = settings_key(settings)
     path = out_dir / ANA_JSONL
-    done: dict[tuple[str, float], dict[str, Any]] = {}
-    stale = 0
-    for rec in read_jsonl(path):
-        if rec.get("key") == key:
-            done[(rec["group"], round(float(rec["ratio"]), 6))] = rec
-        else:
-            stale += 1
-    if stale:
-        log.warning("ana: ignoring %d results in %s computed with other settings", stale, path)
+    done = _finished_cells(path, key)
     cells = [(BASELINE, 0.0)] + [(g, float(r)) for g in evaluator.group_names for r in ratios]
     todo = [c for c in cells if (c[0], round(c[1], 6)) not in done]
     reused, computed = len(cells) - len(todo), 0
@@ -171,7 +223,17 @@ def run_sensitivity(
 
 
 def load_sensitivity(path: Path | str) -> Sensitivity:
-    """The result of ``prunegym ana`` in folder ``path`` (or the ``ana.json`` file itself)."""
+    """The result of ``prunegym ana``.
+
+    Args:
+        path: the run folder, or its ``ana.json`` file.
+
+    Returns:
+        The result.
+
+    Raises:
+        UserError: no finished analysis there, or an unreadable ``ana.json``.
+    """
     path = Path(path)
     file = path / ANA_JSON if path.is_dir() else path
     if not file.is_file():
@@ -188,7 +250,14 @@ def load_sensitivity(path: Path | str) -> Sensitivity:
 
 
 def table_rows(result: Sensitivity) -> list[list[str]]:
-    """Rows of the Vitis-AI-style table: layer, baseline, accuracy at each ratio (``-`` where not applicable)."""
+    """Rows of the Vitis-AI-style table.
+
+    Args:
+        result: the analysis.
+
+    Returns:
+        One row per group: layer, baseline, accuracy at each ratio (``-`` where not applicable).
+    """
     rows = []
     for g in result.groups:
         cells = ["-" if a is None else f"{a:.2f}" for a in result.accuracy[g]]
@@ -197,10 +266,12 @@ def table_rows(result: Sensitivity) -> list[list[str]]:
 
 
 def table_header(result: Sensitivity) -> list[str]:
+    """The header of :func:`table_rows`: Layer, Baseline, ``-10%`` … for ``result``'s ratios."""
     return ["Layer", "Baseline", *(ratio_label(r) for r in result.ratios)]
 
 
 def markdown_table(result: Sensitivity) -> str:
+    """The table of ``result`` as Markdown (``ana.md``)."""
     header = table_header(result)
     lines = [
         f"### Sensitivity of {result.model} (val top-1 %, each layer pruned alone by the ratio of its output channels)",
@@ -213,6 +284,7 @@ def markdown_table(result: Sensitivity) -> str:
 
 
 def csv_text(result: Sensitivity) -> str:
+    """``ana.csv``: one row per group × ratio with accuracy, drop, MACs and MAC ratio (empty where n/a)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["group", "ratio", "accuracy", "drop", "macs", "macs_ratio"])
@@ -226,8 +298,16 @@ def csv_text(result: Sensitivity) -> str:
 
 
 def write_outputs(result: Sensitivity, out_dir: Path) -> dict[str, Path]:
-    """``ana.json``, ``ana.csv``, ``ana.md`` and the heatmap PNG, each written atomically."""
-    from prunegym.search.plots import sensitivity_heatmap
+    """Write ``ana.json``, ``ana.csv``, ``ana.md`` and the heatmap PNG, each atomically.
+
+    Args:
+        result: the analysis.
+        out_dir: the run folder.
+
+    Returns:
+        The paths, by kind (``json``, ``csv``, ``md``, ``heatmap``).
+    """
+    from prunegym.workflow.plots import sensitivity_heatmap
 
     out_dir = Path(out_dir)
     return {
