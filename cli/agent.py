@@ -15,13 +15,12 @@ from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
-    prepare_run_dir,
     progress_bar,
     stdout,
 )
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl, write_json
-from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, GROUPS_FILE, read_run_config
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, GROUPS_FILE, prepare_run_dir, read_run_config
 from prunegym.env.factory import EnvSpec
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from prunegym.cli.util import add_command, prepare_run_dir, progress_bar, stdout
+from prunegym.cli.util import add_command, progress_bar, stdout
 from prunegym.core.data import load_data
 from prunegym.core.models import build_model
+from prunegym.core.run_folder import prepare_run_dir
 from prunegym.core.train import TrainConfig, train
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from prunegym.cli.util import (
     add_config_flags,
     config_from_args,
     fmt_int,
-    prepare_run_dir,
     print_json,
     progress_bar,
     stdout,
@@ -26,6 +25,7 @@ from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
 from prunegym.core.models import model_info
+from prunegym.core.run_folder import prepare_run_dir
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
 

@@ -22,7 +22,6 @@ from rich.progress import (
 )
 
 from prunegym.core.config import config_options, read_config_file, resolve_config
-from prunegym.core.run_folder import prepare_run_dir  # noqa: F401  (TODO: importers use core.run_folder)
 
 C = TypeVar("C")
 log = logging.getLogger(__name__)

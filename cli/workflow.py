@@ -1,9 +1,8 @@
 """The Vitis-AI/DeePhi workflow commands: ``ana``, ``prune``, ``transform``, ``iterate`` (``finetune`` is in
 :mod:`prunegym.cli.model` and accepts a pruned model as ``--model DIR/model.pt``).
 
-Like the CLI itself this is an orchestration layer: it reaches up into ``env`` (the evaluator) and ``search``
-(sensitivity analysis, ana-based plans, plots) lazily, inside the command functions, so the library's data flow
-(core ← env ← agents/search → deploy) stays one-way. Each command prints the DeePhi summary table.
+The engine is :mod:`prunegym.workflow` (sensitivity analysis, ana-based plans, rounds, plots); these commands
+parse options, call it, and print the DeePhi summary table.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
-    prepare_run_dir,
     progress_bar,
     stdout,
 )
@@ -35,6 +33,7 @@ from prunegym.core.io import atomic_write_text, write_json
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import CostTable, kept_channels, max_abs_diff, transform, uniform_ratio_for_macs
+from prunegym.core.run_folder import prepare_run_dir
 from prunegym.workflow import (
     AnaConfig,
     IterateConfig,

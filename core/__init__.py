@@ -1,3 +1,2 @@
-"""prunegym.core: the shared kernel (cli, config, model zoo, data, pruning, stats, train/eval loops)."""
-
-__version__ = "0.1.0"
+"""prunegym.core: the kernel every layer builds on (errors, io, configs, policy, model zoo, data, stats,
+train/eval, checkpoints, ONNX export, the run folder, :mod:`.onnxrt`, :mod:`.pruning`). It imports nothing above it."""

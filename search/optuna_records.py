@@ -42,8 +42,6 @@ METRIC_ATTRS = ("reward", "accuracy", "top5", "macs_ratio", "params_ratio", "lat
 BUDGET = "budget"
 
 
-
-
 def trial_policy(trial: FrozenTrial) -> Policy:
     """The policy a trial evaluated (ratios after the action wall), with its figures and trial number."""
     data = trial.user_attrs.get("policy")
