@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from rich.table import Table
 from prunegym.cli.util import add_command, add_config_flags, config_from_args, print_json, progress_bar, stdout
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
+from prunegym.env.latency.config import TableBuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,33 +23,52 @@ __all__ = ["LatencyBuildSpec", "LatencyCheckSpec", "cmd_build", "cmd_check", "re
 
 @dataclass(frozen=True)
 class LatencyBuildSpec:
-    """Options of ``prunegym latency build``; the model/data/latency flags are named as the env's."""
+    """Options of ``prunegym latency build``; the model/data/latency flags are named as the env's.
+
+    Args:
+        model: zoo name, package.module:factory, or a saved prunegym model.
+        data: data spec (cifar10:DIR, digits, ...): gives the input shape and class count.
+        out: the table (JSON) to write; <stem>.partial.json beside it holds timings while building.
+        weights: weights of the base model (latency does not depend on them).
+        table: how the table is profiled.
+        provider: ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt).
+        threads: intra-op threads of the latency sessions.
+        latency_batch: batch size of the timed runs.
+        resume: reuse timings of an interrupted build (<stem>.partial.json).
+        torch_threads: PyTorch intra-op threads of this process (exports only).
+    """
 
     model: str
     data: str
     out: str
     weights: str | None = None
-    round_to: int = 1
-    max_ratio: float = 0.8
+    table: TableBuildConfig = field(default_factory=TableBuildConfig)
     provider: str = "cpu"
     threads: int = 1
     latency_batch: int = 1
-    grid_step: int = 1
-    repeats: int = 200
-    rounds: int = 5
-    calib_policies: int = 12
-    calib_repeats: int = 600
-    calib_rounds: int = 60
-    mode: str = "monotone"
-    clock: str = "auto"
-    seed: int = 0
     resume: bool = True
     torch_threads: int | None = 1
 
 
 @dataclass(frozen=True)
 class LatencyCheckSpec:
-    """Options of ``prunegym latency check``; model, weights and data default to those the table was built from."""
+    """Options of ``prunegym latency check``; model, weights and data default to those the table was built from.
+
+    Args:
+        latency_table: table from `prunegym latency build`.
+        policies: random policies to predict and measure.
+        seed: seed of the random policies (keep it apart from the build's calibration seed).
+        max_ratio: ratios uniform in [0, max_ratio] (default: the table's).
+        rounds: interleaved measuring rounds (each policy re-measured this many times; on a shared machine the
+            measurement needs many to agree with itself: see its split-half Spearman).
+        repeats: timed runs per policy in all.
+        plot: scatter plot PNG (default: <table stem>-check.png beside the table).
+        out: write the check (summary and every policy's prediction and measurement) as JSON here.
+        model: model to prune (default: the table's).
+        weights: its weights (default: the table's; latency does not depend on them).
+        data: data spec for the input shape and class count (default: the table's).
+        torch_threads: PyTorch intra-op threads of this process.
+    """
 
     latency_table: str
     policies: int = 50
@@ -62,46 +82,6 @@ class LatencyCheckSpec:
     weights: str | None = None
     data: str | None = None
     torch_threads: int | None = 1
-
-
-BUILD_HELP = {
-    "model": "zoo name, package.module:factory, or a saved prunegym model",
-    "data": "data spec (cifar10:DIR, digits, ...): gives the input shape and class count",
-    "out": "the table (JSON) to write; <stem>.partial.json beside it holds timings while building",
-    "weights": "weights of the base model (latency does not depend on them)",
-    "round_to": "channel counts rounded to this multiple, as the env will",
-    "max_ratio": "largest ratio the search may choose; counts down to it are profiled",
-    "provider": "ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt)",
-    "threads": "intra-op threads of the latency sessions",
-    "latency_batch": "batch size of the timed runs",
-    "grid_step": "profile every Nth channel count per axis (plus both ends) and interpolate between (1 = all)",
-    "repeats": "timed runs per layer shape (median), spread over --rounds interleaved rounds",
-    "rounds": "interleaved rounds over the layer shapes",
-    "calib_policies": "full models measured to fit the correction (unpruned, uniform, random)",
-    "calib_repeats": "timed runs per calibration model",
-    "calib_rounds": "interleaved rounds over the calibration models",
-    "mode": "default prediction mode: monotone (never predicts more time for fewer channels) or aligned "
-    "(follows the SIMD-block alignment effects of the device); both are fitted",
-    "clock": "auto (cpu at 1 CPU thread, else wall), cpu (thread CPU time: immune to time-slicing), wall",
-    "seed": "seed of the random calibration policies",
-    "resume": "reuse timings of an interrupted build (<stem>.partial.json)",
-    "torch_threads": "PyTorch intra-op threads of this process (exports only)",
-}
-CHECK_HELP = {
-    "latency_table": "table from `prunegym latency build`",
-    "policies": "random policies to predict and measure",
-    "seed": "seed of the random policies (keep it apart from the build's calibration seed)",
-    "max_ratio": "ratios uniform in [0, max_ratio] (default: the table's)",
-    "rounds": "interleaved measuring rounds (each policy re-measured this many times; on a shared machine the "
-    "measurement needs many to agree with itself: see its split-half Spearman)",
-    "repeats": "timed runs per policy in all",
-    "plot": "scatter plot PNG (default: <table stem>-check.png beside the table)",
-    "out": "write the check (summary and every policy's prediction and measurement) as JSON here",
-    "model": "model to prune (default: the table's)",
-    "weights": "its weights (default: the table's; latency does not depend on them)",
-    "data": "data spec for the input shape and class count (default: the table's)",
-    "torch_threads": "PyTorch intra-op threads of this process",
-}
 
 
 def _set_torch_threads(n: int | None) -> None:
@@ -134,14 +114,11 @@ def _fit_text(fit: dict[str, Any]) -> str:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from prunegym.cli.model import load_model_and_data
-    from prunegym.env.latency import LatencyConfig, TableBuildConfig, build_latency_table, partial_path
+    from prunegym.env.latency import LatencyConfig, build_latency_table, partial_path
 
     spec = config_from_args(LatencyBuildSpec, args)
     _set_torch_threads(spec.torch_threads)
-    config = TableBuildConfig(round_to=spec.round_to, max_ratio=spec.max_ratio, grid_step=spec.grid_step,
-                              repeats=spec.repeats, rounds=spec.rounds, calib_policies=spec.calib_policies,
-                              calib_repeats=spec.calib_repeats, calib_rounds=spec.calib_rounds,
-                              mode=spec.mode, clock=spec.clock, seed=spec.seed)  # fmt: skip
+    config = spec.table
     latency = LatencyConfig(provider=spec.provider, intra_op_threads=spec.threads, batch_size=spec.latency_batch)
     out = Path(spec.out)
     if not spec.resume:
@@ -178,8 +155,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         ("device", f"{table.device['provider']}, {table.device['threads']} thread(s), batch "
                    f"{table.device['batch_size']}, {table.device['cpu']}, onnxruntime {table.device['onnxruntime']}"),
         ("layers / shapes / points", f"{len(table.layers)} / {len(table.signatures)} / {shapes}"),
-        ("search", f"round_to {spec.round_to}, max_ratio {spec.max_ratio}, grid_step {spec.grid_step}, "
-                   f"clock {table.search['clock']}, default mode {spec.mode}"),
+        ("search", f"round_to {config.round_to}, max_ratio {config.max_ratio}, grid_step {config.grid_step}, "
+                   f"clock {table.search['clock']}, default mode {config.mode}"),
         ("monotone correction", _fit_text(cal["monotone"])),
         ("aligned correction", _fit_text(cal["aligned"]) + f" (block {table.search.get('align_block')})"),
         ("calibration", f"{cal.get('policies')} models × {cal.get('rounds')} interleaved rounds"),
@@ -300,13 +277,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     example="prunegym latency build --model resnet56 --weights "
                     "../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py "
                     "--max-ratio 0.8 --provider cpu --threads 1 --out bench/results/latency/resnet56-cpu-1t.json")  # fmt: skip
-    add_config_flags(b, LatencyBuildSpec, help=BUILD_HELP)
+    add_config_flags(b, LatencyBuildSpec)
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.set_defaults(func=cmd_build)
     c = add_command(lsub, "check", help="compare predicted with measured latency on random policies",
                     example="prunegym latency check --latency-table bench/results/latency/resnet56-cpu-1t.json "
                     "--policies 50 --seed 1")  # fmt: skip
-    add_config_flags(c, LatencyCheckSpec, help=CHECK_HELP)
+    add_config_flags(c, LatencyCheckSpec)
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_check)
     p.set_defaults(func=lambda a: p.print_help() or 2)

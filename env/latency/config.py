@@ -33,11 +33,10 @@ class TableBuildConfig:
             and all of max_ratio, then random policies; with fewer than 3 only an offset is fitted (0 acts as 1).
         calib_repeats: timed runs of each calibration model, spread over ``calib_rounds`` interleaved rounds.
         calib_rounds: interleaved rounds of the calibration models.
-        mode: the default prediction mode, ``monotone`` or ``aligned`` (see
-            :class:`~prunegym.env.latency.predict.PredictedLatency`); both are fitted and stored, a loader may
-            pick either.
-        clock: ``auto``, ``cpu`` or ``wall``: what the table predicts (see
-            :func:`~prunegym.core.onnxrt.resolve_clock`).
+        mode: default prediction mode: monotone (never predicts more time for fewer channels) or aligned (follows
+            the SIMD-block alignment effects of the device); both are fitted and stored, a loader may pick either.
+        clock: what the table predicts: auto (cpu at 1 CPU thread, else wall), cpu (thread CPU time: immune to
+            time-slicing), wall.
         seed: seeds the random calibration policies.
 
     Raises:
