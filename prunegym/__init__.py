@@ -4,11 +4,15 @@ The public API, in the order of the three jobs (names load lazily, so ``import p
 
     import prunegym
 
-    env = prunegym.build_env(prunegym.EnvSpec(model="smallcnn", data="digits", weights="runs/demo/baseline/best.pt"))
-    summary = prunegym.run_search(env=env, config=prunegym.SearchConfig(episodes=60), run_dir="runs/amc")  # DDPG
-    study = prunegym.run_study(env=env, config=prunegym.StudyConfig(n_trials=60), run_dir="runs/optuna")
-    prunegym.run_replay(prunegym.ReplayConfig(run="runs/amc", epochs=10))     # finetune → ONNX → INT8 → bundle
-    print(prunegym.Classifier("runs/amc/replay/bundle").predict("image.png"))  # ONNX Runtime only
+    spec = prunegym.EnvSpec.from_options(model="runs/demo/baseline/best.pt", data="digits", val_size=280)
+    env = prunegym.build_env(spec)                                             # a gymnasium.Env
+    agent = prunegym.run_search(env=env, config=prunegym.SearchConfig(episodes=60), run_dir=Path("runs/amc"))
+    study = prunegym.run_study(env=env, config=prunegym.StudyConfig(n_trials=60), run_dir=Path("runs/optuna"))
+    replay = prunegym.ReplayConfig(policy="runs/amc/best_policy.yaml", model=spec.model, data=spec.data)
+    _, out = prunegym.run_replay(replay)                                       # finetune → ONNX → INT8 → bundle
+    print(prunegym.Classifier(out["bundle"]).predict("image.png")[0].label)    # ONNX Runtime only
+
+The README's "Python API" section runs this end to end.
 
 The environment is registered with Gymnasium as ``prunegym/Pruning-v0`` (keyword arguments: the
 :class:`EnvSpec` options), so ``gymnasium.make("prunegym/Pruning-v0", model=..., data=...)`` works too.

@@ -109,3 +109,15 @@ def test_no_module_is_over_500_lines() -> None:
             if n > 500:
                 long[str(path.relative_to(ROOT))] = n
     assert not long, long
+
+
+def test_the_readme_python_example_runs_the_three_jobs(digits_model: Path, tmp_path: Path, monkeypatch) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.count("\n") <= 14 and "run_search" in code and "run_study" in code and "run_replay" in code
+    monkeypatch.chdir(tmp_path)
+    code = code.replace("runs/demo/baseline/best.pt", str(digits_model)).replace("print(", "label = (")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert (tmp_path / "runs/py-replay/bundle/model.int8.onnx").is_file()
+    assert scope["label"] in {str(d) for d in range(10)}
