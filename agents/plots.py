@@ -16,6 +16,7 @@ from prunegym.core.io import read_jsonl
 from prunegym.core.plots import save_png
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import kept_channels
+from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE
 
 __all__ = ["plot_policy", "plot_run", "plot_search_curve"]
 
@@ -32,7 +33,7 @@ def plot_search_curve(*, run_dir: Path, out: Path | None = None, warmup_episodes
         warmup_episodes: episodes of random warm-up, shaded.
     """
     run_dir = Path(run_dir)
-    records = read_jsonl(run_dir / "episodes.jsonl")
+    records = read_jsonl(run_dir / EPISODES_FILE)
     if not records:
         raise ValueError(f"{run_dir / 'episodes.jsonl'} holds no episodes; run a search first")
     episodes = np.array([int(r["episode"]) for r in records])
@@ -97,7 +98,7 @@ def plot_run(*, run_dir: Path, channels: Mapping[str, int] | None = None, warmup
     """The search curve, and the best policy's bars when ``channels`` is given; returns the PNGs written."""
     run_dir = Path(run_dir)
     written = [plot_search_curve(run_dir=run_dir, warmup_episodes=warmup_episodes)]
-    best = run_dir / "best_policy.yaml"
+    best = run_dir / BEST_POLICY_FILE
     if channels is not None and best.exists():
         written.append(plot_policy(policy=Policy.load(best), channels=channels, out=run_dir / POLICY_PLOT_FILE))
     return written

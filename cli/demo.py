@@ -21,7 +21,7 @@ from rich.table import Table
 from prunegym.cli.util import add_command, progress_bar, stdout
 from prunegym.core.data import load_data
 from prunegym.core.models import build_model
-from prunegym.core.run_folder import prepare_run_dir
+from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, prepare_run_dir
 from prunegym.core.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,15 @@ def train_baseline(run_dir: Path, *, epochs: int = 30, seed: int = 0) -> Path:
     out = run_dir / "baseline"
     cfg = TrainConfig(model=DEMO_MODEL, data=DEMO_DATA, out=str(out), epochs=epochs, batch_size=64, lr=0.05,
                       warmup_epochs=1.0, seed=seed)  # fmt: skip
-    done = out / "metrics.jsonl"
+    done = out / METRICS_FILE
     if done.exists() and len(done.read_text().splitlines()) >= epochs:
-        return out / "best.pt"
+        return out / BEST_CHECKPOINT
     data = load_data(DEMO_DATA, seed=seed)
     torch.manual_seed(seed)
     model = build_model(DEMO_MODEL, num_classes=data.num_classes, in_channels=data.in_channels)
     prepare_run_dir(out, config=cfg, resume=True, command="train")
-    train(config=cfg, model=model, data=data, run_dir=out, resume=(out / "last.pt").exists())
-    return out / "best.pt"
+    train(config=cfg, model=model, data=data, run_dir=out, resume=(out / LAST_CHECKPOINT).exists())
+    return out / BEST_CHECKPOINT
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from prunegym.core.io import atomic_write_text, write_json
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import CostTable, kept_channels, max_abs_diff, transform, uniform_ratio_for_macs
-from prunegym.core.run_folder import prepare_run_dir
+from prunegym.core.run_folder import CONFIG_FILE, MODEL_FILE, prepare_run_dir
 from prunegym.workflow import (
     AnaConfig,
     IterateConfig,
@@ -88,7 +88,7 @@ HELP = {
 
 def _check_out(out: str, *, flag: str, allowed: bool) -> None:
     """Fail before any work when ``out`` holds a run and ``flag`` was not given (nothing is written yet)."""
-    if (Path(out) / "config.yaml").exists() and not allowed:
+    if (Path(out) / CONFIG_FILE).exists() and not allowed:
         raise UserError(f"run folder {out} already holds a run; pass {flag} to replace it or choose another --out")
 
 
@@ -240,7 +240,7 @@ def cmd_transform(args: argparse.Namespace) -> int:
     diff = max_abs_diff(masked, result.model, input_shape=shape, n=16, seed=cfg.seed + 1)
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.overwrite, command="transform")
     extra = {"input_shape": list(shape), "transform": {"max_abs_diff": diff, "removed": dict(result.removed)}}
-    path = save_model(run_dir / "model.pt", model=result.model, policy=result.policy.to_dict(), extra=extra)
+    path = save_model(run_dir / MODEL_FILE, model=result.model, policy=result.policy.to_dict(), extra=extra)
     result.policy.save(run_dir / "policy.yaml")
     accs: tuple[float | None, float | None] = (None, None)
     if splits is not None:
@@ -307,7 +307,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     plot = rounds_plot(records, run_dir / "rounds.png", baseline_accuracy=base_acc)
     final = rounds[-1]
     assert final.model is not None
-    path = save_model(run_dir / "model.pt", model=final.model, policy=dict(final.model.prunegym_policy),
+    path = save_model(run_dir / MODEL_FILE, model=final.model, policy=dict(final.model.prunegym_policy),
                       extra={"input_shape": list(shape)})  # fmt: skip
     summary = summarize(baseline=net, compressed=final.model, input_shape=shape, baseline_accuracy=base_acc,
                         compressed_accuracy=final.accuracy,

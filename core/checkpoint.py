@@ -23,12 +23,12 @@ from torch import nn
 from prunegym.core.errors import CheckpointError
 from prunegym.core.io import atomic_torch_save
 from prunegym.core.models import build_model, model_info
+from prunegym.core.run_folder import MODEL_FILE
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "prunegym.checkpoint/1"
 MODEL_FORMAT = "prunegym.model/1"
-MODEL_FILE = "model.pt"
 
 
 def read_checkpoint(path: Path | str) -> dict[str, Any]:

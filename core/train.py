@@ -27,11 +27,12 @@ from prunegym.core.errors import CheckpointError, UserError
 from prunegym.core.evaluate import EvalResult, evaluate, input_norm
 from prunegym.core.io import append_jsonl, atomic_torch_save
 from prunegym.core.models import model_info
+from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-LAST = "last.pt"
-BEST = "best.pt"
+LAST = LAST_CHECKPOINT
+BEST = BEST_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def train(
                 atomic_torch_save(run_dir / BEST, payload)
             atomic_torch_save(last_path, payload)  # last, so a crash between the two never loses the best
             append_jsonl(
-                run_dir / "metrics.jsonl",
+                run_dir / METRICS_FILE,
                 {
                     "epoch": epoch,
                     "step": step,

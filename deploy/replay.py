@@ -29,13 +29,22 @@ import torch
 import yaml
 
 from prunegym.core.checkpoint import load_model, read_checkpoint, save_model
-from prunegym.core.config import config_to_dict
 from prunegym.core.data import DataSplits, iterate_batches, load_data, normalize
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm
-from prunegym.core.io import read_jsonl, write_json, write_yaml
+from prunegym.core.io import read_jsonl, write_json
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy
+from prunegym.core.run_folder import (
+    BEST_CHECKPOINT,
+    BEST_POLICY_FILE,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    MODEL_FILE,
+    read_run_config,
+    write_run_config,
+)
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
 from prunegym.deploy.replay_config import STEPS, ReplayConfig
@@ -67,13 +76,13 @@ def resolve(config: ReplayConfig) -> Replay:
     policy_path = config.policy
     if config.run:
         run = Path(config.run)
-        if not (run / "config.yaml").exists():
+        if not (run / CONFIG_FILE).exists():
             raise UserError(
                 f"{run} is not a search run folder (no config.yaml); pass --policy, --model, --data instead"
             )
-        run_cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        run_cfg = read_run_config(run)
         if policy_path is None:
-            policy_path = str(run / "best_policy.yaml")
+            policy_path = str(run / BEST_POLICY_FILE)
     if policy_path is None:
         raise UserError("nothing to replay: pass --run RUN (a search run) or --policy POLICY.yaml")
     if not Path(policy_path).exists():
@@ -113,8 +122,8 @@ def step_prune(r: Replay) -> Path:
 
 def step_finetune(r: Replay) -> Path:
     run_dir = r.out / "finetune"
-    best = run_dir / "best.pt"
-    last = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
+    best = run_dir / BEST_CHECKPOINT
+    last = read_checkpoint(run_dir / LAST_CHECKPOINT) if (run_dir / LAST_CHECKPOINT).exists() else None
     if best.exists() and last is not None and int(last["epoch"]) + 1 >= r.config.epochs:
         return best
     pruned_path = step_prune(r)
@@ -133,7 +142,7 @@ def step_finetune(r: Replay) -> Path:
 
 
 def step_transform(r: Replay) -> Path:
-    path = r.out / "model.pt"
+    path = r.out / MODEL_FILE
     if path.exists():
         return path
     best = step_finetune(r)
@@ -244,7 +253,7 @@ def build_report(r: Replay) -> dict[str, Any]:
                           "macs": stats.macs, "size_mb": round(onnx[name].stat().st_size / 1e6, 3),
                           "latency_ms": e["latency_median_ms"], "latency_p90_ms": e["latency_p90_ms"],
                           "fps": e["throughput_fps"], "speedup": e["speedup"]}  # fmt: skip
-    finetune = read_jsonl(r.out / "finetune" / "metrics.jsonl")
+    finetune = read_jsonl(r.out / "finetune" / METRICS_FILE)
     quantize_json = r.out / "onnx" / "quantize.json"
     quantization = yaml.safe_load(quantize_json.read_text()) if quantize_json.exists() else None
     return {
@@ -330,6 +339,6 @@ def run_replay(
     r = resolve(config)
     r.progress = progress
     r.out.mkdir(parents=True, exist_ok=True)
-    write_yaml(r.out / "config.yaml", {"command": "replay", **config_to_dict(config)})
+    write_run_config(r.out, command="replay", config=config)
     results = {s: STEP_FUNCS[s](r) for s in steps}
     return r, results

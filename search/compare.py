@@ -24,7 +24,7 @@ from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl
 from prunegym.core.plots import save_png
 from prunegym.core.records import best_record, feasible
-from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE
+from prunegym.core.run_folder import BEST_POLICY_FILE, CONFIG_FILE, EPISODES_FILE, STUDY_FILE
 
 __all__ = ["MethodResult", "RunResult", "Stat", "compare_runs", "load_run", "mean_std", "plot_compare", "summarize"]
 
@@ -115,8 +115,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def method_of(run_dir: Path) -> tuple[str, int | None]:
     """``(method, seed)`` of a run folder: ``agent`` of an agent run's ``config.yaml``, ``optuna-<sampler>`` (plus
     ``[objectives]`` when not the reward) for an Optuna run, else the best policy's ``source``."""
-    config = _read_yaml(run_dir / "config.yaml")
-    study = _read_yaml(run_dir / "study.yaml")
+    config = _read_yaml(run_dir / CONFIG_FILE)
+    study = _read_yaml(run_dir / STUDY_FILE)
     seed = config.get("seed", study.get("seed"))
     seed = int(seed) if isinstance(seed, int | float) and not isinstance(seed, bool) else None
     if "agent" in config:
@@ -146,7 +146,7 @@ def load_run(path: str | Path) -> RunResult:
         if reward is not None and math.isfinite(reward) and feasible(rec):
             top = max(top, float(reward))
         curve.append(top if math.isfinite(top) else math.nan)
-    config = _read_yaml(run_dir / "config.yaml")
+    config = _read_yaml(run_dir / CONFIG_FILE)
 
     def fig(key: str) -> float | None:
         return None if best is None or best.get(key) is None else float(best[key])

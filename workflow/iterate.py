@@ -30,6 +30,7 @@ from prunegym.core.io import write_json
 from prunegym.core.models import build_model, model_info
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, apply_policy_structure, kept_channels
+from prunegym.core.run_folder import LAST_CHECKPOINT, MODEL_FILE
 from prunegym.core.stats import ModelStats, model_stats
 from prunegym.core.train import train
 from prunegym.workflow.configs import IterateConfig
@@ -141,8 +142,8 @@ def check_finished_rounds(run_dir: Path, rates: Sequence[float]) -> int:
 def _reload_round(round_dir: Path, channels: Mapping[str, int]) -> tuple[RoundResult, dict[str, int]]:
     """The finished round in ``round_dir`` (``skipped``, with its model) and its kept channel counts."""
     record = json.loads((round_dir / "result.json").read_text(encoding="utf-8"))
-    current = load_model(str(round_dir / "model.pt"))
-    saved = Policy.from_dict(read_checkpoint(round_dir / "model.pt")["policy"])
+    current = load_model(str(round_dir / MODEL_FILE))
+    saved = Policy.from_dict(read_checkpoint(round_dir / MODEL_FILE)["policy"])
     fields_ = {f: record[f] for f in RoundResult.__dataclass_fields__ if f in record}
     return RoundResult(**{**fields_, "skipped": True, "model": current}), _kept_counts(saved, channels)
 
@@ -181,7 +182,7 @@ def _run_round(
     acc_pruned = val_accuracy(pruned, run.data)
     ft_dir = round_dir / "finetune"
     trained = train(config=cfg.train_config(ft_dir, teacher=run.teacher is not None), model=pruned, data=run.data,
-                    run_dir=ft_dir, teacher=run.teacher, policy=record, resume=(ft_dir / "last.pt").exists(),
+                    run_dir=ft_dir, teacher=run.teacher, policy=record, resume=(ft_dir / LAST_CHECKPOINT).exists(),
                     progress=run.progress)  # fmt: skip
     stats = model_stats(pruned, input_shape=shape)
     result = RoundResult(
@@ -189,11 +190,11 @@ def _run_round(
         macs_removed=1 - stats.macs / base.macs, params_removed=1 - stats.params / base.params,
         ops_removed=1 - stats.ops_deephi / base.ops_deephi, accuracy_pruned=acc_pruned,
         accuracy=trained.best_val.top1, test_accuracy=trained.test.top1 if trained.test else None,
-        seconds=time.perf_counter() - t0, path=str(round_dir / "model.pt"), model=pruned,
+        seconds=time.perf_counter() - t0, path=str(round_dir / MODEL_FILE), model=pruned,
     )  # fmt: skip
     composed.with_metrics(macs_ratio=stats.macs / base.macs, params_ratio=stats.params /
                           base.params).save(round_dir / "policy.yaml")  # fmt: skip
-    save_model(round_dir / "model.pt", model=pruned, policy=record, extra={"input_shape": list(shape)})
+    save_model(round_dir / MODEL_FILE, model=pruned, policy=record, extra={"input_shape": list(shape)})
     write_json(round_dir / "result.json", result.to_dict())
     log.info("%s", result.line())
     return result, kept_next
@@ -251,7 +252,7 @@ def iterate_rounds(
     results: list[RoundResult] = []
     for k, (rate, planned) in enumerate(zip(config.rates, policies, strict=True), start=1):
         round_dir = run_dir / f"round_{k}"
-        if (round_dir / "result.json").exists() and (round_dir / "model.pt").exists():
+        if (round_dir / "result.json").exists() and (round_dir / MODEL_FILE).exists():
             result, kept_now = _reload_round(round_dir, channels)
             log.info("round %d already done (%s); skipping", k, round_dir)
         else:

@@ -15,6 +15,7 @@ from prunegym.core.io import atomic_write_text, write_json
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, mask_policy, transform
+from prunegym.core.run_folder import MODEL_FILE
 from prunegym.core.stats import ModelStats, model_stats
 from prunegym.workflow.configs import MODES
 from prunegym.workflow.evaluation import calib_batches, recalibrated, val_accuracy
@@ -140,4 +141,4 @@ def save_pruned(out: Path, result: PruneResult) -> Path:
     result.policy.save(out / "policy.yaml")
     write_json(out / "summary.json", result.summary.to_dict())
     atomic_write_text(out / "summary.md", result.summary.markdown())
-    return save_model(out / "model.pt", model=result.model, policy=result.record, extra=result.extra)
+    return save_model(out / MODEL_FILE, model=result.model, policy=result.record, extra=result.extra)
