@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from prunegym.core.errors import UserError
-from prunegym.core.onnxrt.session import OnnxSource, make_session, random_input
-from prunegym.core.onnxrt.timing import LatencyConfig, time_runs, time_runs_both
+from prunegym.core.onnxrt.session import OnnxSource
+from prunegym.core.onnxrt.timing import LatencyConfig, session_and_feed, time_runs, time_runs_both
 
 __all__ = ["ROTATION_STEP", "Interleaved", "InterleavedTimes", "measure_interleaved", "rotated_order"]
 
@@ -89,14 +89,7 @@ class Interleaved:
         self.round_warmup = round_warmup
         self.sessions, self.feeds = [], []
         for model, shape in zip(models, input_shapes, strict=True):
-            s = make_session(
-                model,
-                provider=config.provider,
-                intra_op_threads=config.intra_op_threads,
-                inter_op_threads=config.inter_op_threads,
-                graph_optimization=config.graph_optimization,
-            )
-            feed = random_input(s, batch_size=config.batch_size, input_shape=shape, seed=config.seed)
+            s, feed = session_and_feed(model, config=config, input_shape=shape)
             time_runs(s, feed, warmup=config.warmup, repeats=1)
             self.sessions.append(s)
             self.feeds.append(feed)

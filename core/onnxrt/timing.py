@@ -227,6 +227,26 @@ def summarize_ms(times_ms: np.ndarray, *, batch_size: int, provider: str, thread
     )
 
 
+def session_and_feed(
+    model: OnnxSource, *, config: LatencyConfig, input_shape: Sequence[int] | None = None
+) -> tuple[ort.InferenceSession, np.ndarray]:
+    """A session opened as ``config`` says and a random input batch for it (seeded by ``config.seed``).
+
+    Args:
+        model: ONNX bytes or a path to an ``.onnx`` file.
+        config: provider, threads, graph optimization, batch size and seed.
+        input_shape: C×H×W of one input (default: the model's).
+    """
+    session = make_session(
+        model,
+        provider=config.provider,
+        intra_op_threads=config.intra_op_threads,
+        inter_op_threads=config.inter_op_threads,
+        graph_optimization=config.graph_optimization,
+    )
+    return session, random_input(session, batch_size=config.batch_size, input_shape=input_shape, seed=config.seed)
+
+
 def measure_latency(
     onnx_model: OnnxSource, *, input_shape: Sequence[int] | None = None, config: LatencyConfig | None = None
 ) -> LatencyResult:
@@ -241,14 +261,7 @@ def measure_latency(
         The wall-clock summary (median, p90, spread) of the timed runs.
     """
     config = config or LatencyConfig()
-    session = make_session(
-        onnx_model,
-        provider=config.provider,
-        intra_op_threads=config.intra_op_threads,
-        inter_op_threads=config.inter_op_threads,
-        graph_optimization=config.graph_optimization,
-    )
-    feed = random_input(session, batch_size=config.batch_size, input_shape=input_shape, seed=config.seed)
+    session, feed = session_and_feed(onnx_model, config=config, input_shape=input_shape)
     times = time_runs(session, feed, warmup=config.warmup, repeats=config.repeats)
     result = summarize_ms(
         times, batch_size=config.batch_size, provider=session.get_providers()[0], threads=config.intra_op_threads
