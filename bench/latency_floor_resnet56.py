@@ -109,8 +109,9 @@ def benchmark(models: dict[str, torch.nn.Module], *, repeats: int, rounds: int) 
             int8 = Path(tmp) / f"{name}.int8.onnx"
             quantize_int8(fp32, int8, calibration=calib)
             paths[name], paths[f"{name}+int8"] = fp32, int8
-        bench = benchmark_models(paths, input_shape=SHAPE, threads=(1,), repeats=repeats, rounds=rounds,
-                                 throughput_repeats=2)  # fmt: skip
+        bench = benchmark_models(
+            paths, input_shape=SHAPE, threads=(1,), repeats=repeats, rounds=rounds, throughput_repeats=2
+        )
     print(bench.to_markdown())
     return bench
 

@@ -26,8 +26,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--calib-images", type=int, default=256)
-    ap.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
-                    help="7-bit INT8 weights (auto: on x86-64 CPUs without VNNI)")  # fmt: skip
+    ap.add_argument(
+        "--reduce-range",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="7-bit INT8 weights (auto: on x86-64 CPUs without VNNI)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     data = load_data("cifar10:../shared/data/cifar-10-batches-py")

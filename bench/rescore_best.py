@@ -34,15 +34,22 @@ def main() -> None:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         if evaluator is None:
             spec = EnvSpec.from_mapping(cfg)
-            spec = dataclasses.replace(spec, val_size=args.val_size, seed=args.seed,
-                                       bn_recalib_augment=args.bn_recalib_augment or None)  # fmt: skip
+            spec = dataclasses.replace(
+                spec, val_size=args.val_size, seed=args.seed, bn_recalib_augment=args.bn_recalib_augment or None
+            )
             evaluator = build_env(spec).evaluator
         policy = Policy.load(run / "best_policy.yaml")
         result = evaluator.evaluate(policy.ratios)
-        rows.append({"run": run.name, "method": cfg.get("agent") or cfg.get("sampler", "optuna"),
-                     "search_val_top1": policy.accuracy, "rescored_top1": round(result.accuracy, 2),
-                     "bn_recalib_augment": evaluator.config.bn_recalib_augment or evaluator.data.augment,
-                     "macs_ratio": round(result.macs / evaluator.base_macs, 4)})  # fmt: skip
+        rows.append(
+            {
+                "run": run.name,
+                "method": cfg.get("agent") or cfg.get("sampler", "optuna"),
+                "search_val_top1": policy.accuracy,
+                "rescored_top1": round(result.accuracy, 2),
+                "bn_recalib_augment": evaluator.config.bn_recalib_augment or evaluator.data.augment,
+                "macs_ratio": round(result.macs / evaluator.base_macs, 4),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
 

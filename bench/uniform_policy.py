@@ -29,8 +29,12 @@ def main() -> None:
         cfg = {**cfg, "bn_recalib_augment": args.bn_recalib_augment}
     spec = EnvSpec.from_mapping(cfg)
     env = build_env(spec)
-    ratio = uniform_ratio_for_macs(env.evaluator.model, input_shape=env.evaluator.input_shape,
-                                   target_macs_fraction=spec.env.target_ratio, round_to=spec.evaluator.round_to)  # fmt: skip
+    ratio = uniform_ratio_for_macs(
+        env.evaluator.model,
+        input_shape=env.evaluator.input_shape,
+        target_macs_fraction=spec.env.target_ratio,
+        round_to=spec.evaluator.round_to,
+    )
     action = 2.0 * (ratio - spec.env.min_ratio) / (spec.env.max_ratio - spec.env.min_ratio) - 1.0
     env.reset(seed=spec.seed)
     info: dict = {}
@@ -38,8 +42,15 @@ def main() -> None:
         _, _, _, _, info = env.step(np.array([action], dtype=np.float32))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", {**{k: v for k, v in cfg.items() if k not in {"agent", "episodes"}},
-                                     "command": "uniform", "agent": "uniform", "episodes": 1})  # fmt: skip
+    write_yaml(
+        out / "config.yaml",
+        {
+            **{k: v for k, v in cfg.items() if k not in {"agent", "episodes"}},
+            "command": "uniform",
+            "agent": "uniform",
+            "episodes": 1,
+        },
+    )
     (out / "episodes.jsonl").unlink(missing_ok=True)
     append_jsonl(out / "episodes.jsonl", episode_record(episode=0, info=info, sigma=None))
     env.policy_from_info(info, source="uniform").save(out / "best_policy.yaml")

@@ -56,8 +56,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, info="" if best is None else f"best reward {best:.4f}")
 
         summary = run_search(env=env, config=cfg.search, run_dir=run_dir, resume=args.resume, progress=on_episode)
-    stdout.print(f"{summary.episodes} episodes; best reward {summary.best_reward:.4f} at episode {summary.best_episode}"
-                 f" → {run_dir / BEST_POLICY_FILE}")  # fmt: skip
+    stdout.print(
+        f"{summary.episodes} episodes; best reward {summary.best_reward:.4f} at episode {summary.best_episode}"
+        f" → {run_dir / BEST_POLICY_FILE}"
+    )
     return 0
 
 
@@ -104,9 +106,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py --out runs/amc-r20",
     )
     agent_sub = p.add_subparsers(dest="agent_command", metavar="ACTION")
-    t = add_command(agent_sub, "train", help="search per-group pruning ratios with an RL agent (or random search)",
-                    example="prunegym agent train --model smallcnn --weights runs/demo/baseline/best.pt "
-                    "--data digits --episodes 40 --warmup-episodes 10 --out runs/amc-digits")  # fmt: skip
+    t = add_command(
+        agent_sub,
+        "train",
+        help="search per-group pruning ratios with an RL agent (or random search)",
+        example="prunegym agent train --model smallcnn --weights runs/demo/baseline/best.pt "
+        "--data digits --episodes 40 --warmup-episodes 10 --out runs/amc-digits",
+    )
     add_config_flags(t, AgentTrainConfig)
     t.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")
     t.set_defaults(func=cmd_train)

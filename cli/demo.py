@@ -35,8 +35,16 @@ def train_baseline(run_dir: Path, *, epochs: int = 30, seed: int = 0) -> Path:
     import torch
 
     out = run_dir / "baseline"
-    cfg = TrainConfig(model=DEMO_MODEL, data=DEMO_DATA, out=str(out), epochs=epochs, batch_size=64, lr=0.05,
-                      warmup_epochs=1.0, seed=seed)  # fmt: skip
+    cfg = TrainConfig(
+        model=DEMO_MODEL,
+        data=DEMO_DATA,
+        out=str(out),
+        epochs=epochs,
+        batch_size=64,
+        lr=0.05,
+        warmup_epochs=1.0,
+        seed=seed,
+    )
     done = out / METRICS_FILE
     if done.exists() and len(done.read_text().splitlines()) >= epochs:
         return out / BEST_CHECKPOINT
@@ -63,8 +71,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with progress_bar() as bar:
         task = bar.add_task("1/4 train baseline", total=None, info="")
         baseline = train_baseline(run_dir, epochs=args.epochs)
-        spec = EnvSpec.from_options(model=str(baseline), data=DEMO_DATA, val_size=280, bn_recalib_images=256,
-                                    target="macs", target_ratio=0.5, max_ratio=0.8, reward="acc")  # fmt: skip
+        spec = EnvSpec.from_options(
+            model=str(baseline),
+            data=DEMO_DATA,
+            val_size=280,
+            bn_recalib_images=256,
+            target="macs",
+            target_ratio=0.5,
+            max_ratio=0.8,
+            reward="acc",
+        )
 
         def on_episode(done: int, total: int, best: float | None) -> None:
             bar.update(task, completed=done, total=total, info="" if best is None else f"best {best:.4f}")
@@ -74,21 +90,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         search = SearchConfig(agent="ddpg", episodes=n, warmup_episodes=n // 3, seed=0, checkpoint_every=10)
         agent_cfg = AgentTrainConfig(problem=spec, search=search, out=str(agent_dir))
         prepare_run_dir(agent_dir, config=agent_cfg, resume=True, command="agent train")
-        agent = run_search(env=build_env(spec), config=search, run_dir=agent_dir,
-                           resume=(agent_dir / "checkpoints").exists(), progress=on_episode)  # fmt: skip
+        agent = run_search(
+            env=build_env(spec),
+            config=search,
+            run_dir=agent_dir,
+            resume=(agent_dir / "checkpoints").exists(),
+            progress=on_episode,
+        )
 
         bar.update(task, description="3/4 Optuna study (TPE)", completed=0, total=n)
         optuna_dir = run_dir / "optuna"
         optuna_cfg = OptunaRunConfig(problem=spec, study=StudyConfig(n_trials=n, seed=0), out=str(optuna_dir))
         prepare_run_dir(optuna_dir, config=optuna_config_values(optuna_cfg), resume=True, command="optuna run")
-        study = run_study(env=build_env(spec), config=optuna_cfg.study, run_dir=optuna_dir,
-                          progress=on_episode)  # fmt: skip
+        study = run_study(env=build_env(spec), config=optuna_cfg.study, run_dir=optuna_dir, progress=on_episode)
 
         winner = agent_dir if (agent.best_reward or 0.0) >= (study.best_reward or 0.0) else optuna_dir
         bar.update(task, description=f"4/4 replay {winner.name}", completed=0, total=None, info="")
-        _, results = run_replay(ReplayConfig(run=str(winner), out=str(run_dir / "replay"),
-                                                  epochs=args.replay_epochs, calib_images=256,
-                                                  bench_threads=(1,), bench_repeats=30, bench_rounds=3))  # fmt: skip
+        _, results = run_replay(
+            ReplayConfig(
+                run=str(winner),
+                out=str(run_dir / "replay"),
+                epochs=args.replay_epochs,
+                calib_images=256,
+                bench_threads=(1,),
+                bench_repeats=30,
+                bench_rounds=3,
+            )
+        )
     table = Table(title="search: best val top-1 at ≤ 50% of the MACs (same evaluator, same budget)")
     for col in ("method", "evaluations", "best reward", "best val top-1 %"):
         table.add_column(col, justify="right")
@@ -99,10 +127,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stdout.print((bundle / "report.md").read_text())
     report = json.loads((bundle / "report.json").read_text())
     v = report["variants"]
-    stdout.print(f"replayed the {winner.name} policy → {bundle}\n"
-                 f"test top-1 {v['baseline']['top1']:.2f}% → {v['pruned']['top1']:.2f}% (FP32), "
-                 f"{v['pruned+int8']['top1']:.2f}% (INT8); MACs {v['baseline']['macs']:,} → {v['pruned']['macs']:,}; "
-                 f"try: prunegym deploy run {bundle} IMAGE.png")  # fmt: skip
+    stdout.print(
+        f"replayed the {winner.name} policy → {bundle}\n"
+        f"test top-1 {v['baseline']['top1']:.2f}% → {v['pruned']['top1']:.2f}% (FP32), "
+        f"{v['pruned+int8']['top1']:.2f}% (INT8); MACs {v['baseline']['macs']:,} → {v['pruned']['macs']:,}; "
+        f"try: prunegym deploy run {bundle} IMAGE.png"
+    )
     return 0
 
 

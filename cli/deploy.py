@@ -34,8 +34,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle)
     models = {"fp32": bundle / "model.onnx", "int8": bundle / "model.int8.onnx"}
-    report = benchmark_models(models, threads=tuple(int(t) for t in args.threads.split(",")),
-                              batch_throughput=args.batch, repeats=args.repeats, rounds=args.rounds)  # fmt: skip
+    report = benchmark_models(
+        models,
+        threads=tuple(int(t) for t in args.threads.split(",")),
+        batch_throughput=args.batch,
+        repeats=args.repeats,
+        rounds=args.rounds,
+    )
     if args.json:
         print_json(report.to_dict())
     else:
@@ -44,11 +49,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = add_command(sub, "deploy", help="use a bundle with ONNX Runtime alone: classify images, re-benchmark",
-                    example="prunegym deploy run runs/x/replay/bundle cat.png")  # fmt: skip
+    d = add_command(
+        sub,
+        "deploy",
+        help="use a bundle with ONNX Runtime alone: classify images, re-benchmark",
+        example="prunegym deploy run runs/x/replay/bundle cat.png",
+    )
     dsub = d.add_subparsers(dest="deploy_command", metavar="ACTION")
-    r = add_command(dsub, "run", help="classify images with the bundle (ONNX Runtime only; torch not needed)",
-                    example="prunegym deploy run BUNDLE img1.png img2.png --top-k 3")  # fmt: skip
+    r = add_command(
+        dsub,
+        "run",
+        help="classify images with the bundle (ONNX Runtime only; torch not needed)",
+        example="prunegym deploy run BUNDLE img1.png img2.png --top-k 3",
+    )
     r.add_argument("bundle", help="bundle folder")
     r.add_argument("images", nargs="+", help="image files")
     r.add_argument("--top-k", type=int, default=3, help="classes to show")
@@ -56,8 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--fp32", action="store_true", help="use model.onnx instead of model.int8.onnx")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_run)
-    b = add_command(dsub, "bench", help="re-measure the bundle's models on this machine (interleaved)",
-                    example="prunegym deploy bench BUNDLE --threads 1,2")  # fmt: skip
+    b = add_command(
+        dsub,
+        "bench",
+        help="re-measure the bundle's models on this machine (interleaved)",
+        example="prunegym deploy bench BUNDLE --threads 1,2",
+    )
     b.add_argument("bundle", help="bundle folder")
     b.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     b.add_argument("--batch", type=int, default=64, help="throughput batch size")

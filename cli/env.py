@@ -40,24 +40,37 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         for ep in range(args.episodes):
             env.reset(seed=spec.seed + ep)
             info: dict = {}
-            for a in rollout_actions(args.agent, episode=ep, episodes=args.episodes, num_groups=env.num_groups,
-                                     rng=rng):  # fmt: skip
+            for a in rollout_actions(
+                args.agent, episode=ep, episodes=args.episodes, num_groups=env.num_groups, rng=rng
+            ):
                 _, _, _, _, info = env.step(np.array([a], dtype=np.float32))
-            rows.append({"episode": ep, **{k: info[k] for k in ("reward", "accuracy", "macs_ratio", "latency_ms",
-                                                                 "latency_ratio")}, "seconds": info["seconds"]})  # fmt: skip
+            rows.append(
+                {
+                    "episode": ep,
+                    **{k: info[k] for k in ("reward", "accuracy", "macs_ratio", "latency_ms", "latency_ratio")},
+                    "seconds": info["seconds"],
+                }
+            )
             bar.update(task, advance=1, info=f"acc {info['accuracy']:.2f}% MACs {info['macs_ratio']:.2f}")
     if args.json:
         print_json(rows)
         return 0
-    table = Table(title=f"{args.agent} rollouts on {spec.model} ({env.num_groups} groups, target {spec.env.target} "
-                        f"{spec.env.target_ratio})")  # fmt: skip
+    table = Table(
+        title=f"{args.agent} rollouts on {spec.model} ({env.num_groups} groups, target {spec.env.target} "
+        f"{spec.env.target_ratio})"
+    )
     for col in ("episode", "reward", "val top-1 %", "MACs ratio", "latency ms", "latency ratio", "seconds"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["episode"]), f"{r['reward']:.4f}", f"{r['accuracy']:.2f}", f"{r['macs_ratio']:.3f}",
-                      "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}",
-                      "-" if r["latency_ratio"] is None else f"{r['latency_ratio']:.3f}",
-                      f"{r['seconds'].get('total', 0.0):.2f}")  # fmt: skip
+        table.add_row(
+            str(r["episode"]),
+            f"{r['reward']:.4f}",
+            f"{r['accuracy']:.2f}",
+            f"{r['macs_ratio']:.3f}",
+            "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}",
+            "-" if r["latency_ratio"] is None else f"{r['latency_ratio']:.3f}",
+            f"{r['seconds'].get('total', 0.0):.2f}",
+        )
     stdout.print(table)
     return 0
 
@@ -70,10 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="prunegym env rollout --agent random --episodes 20 --model smallcnn --data digits",
     )
     env_sub = p.add_subparsers(dest="env_command", metavar="ACTION")
-    r = add_command(env_sub, "rollout", help="run random or uniform episodes; print accuracy vs MACs/latency",
-                    example="prunegym env rollout --agent uniform --episodes 20 --model resnet20 --weights "
-                    "../shared/data/pretrained/resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py "
-                    "--latency measured")  # fmt: skip
+    r = add_command(
+        env_sub,
+        "rollout",
+        help="run random or uniform episodes; print accuracy vs MACs/latency",
+        example="prunegym env rollout --agent uniform --episodes 20 --model resnet20 --weights "
+        "../shared/data/pretrained/resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py "
+        "--latency measured",
+    )
     add_config_flags(r, EnvSpec)
     r.add_argument("--agent", choices=("random", "uniform"), default="random", help="baseline agent")
     r.add_argument("--episodes", type=int, default=20, help="episodes to run")

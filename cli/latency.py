@@ -126,24 +126,53 @@ def cmd_build(args: argparse.Namespace) -> int:
     model, data = load_model_and_data(model=spec.model, weights=spec.weights, data=spec.data)
     assert data is not None
     weights = str(Path(spec.weights).resolve()) if spec.weights else None
-    source = {"model": spec.model, "weights": weights, "data": spec.data, "num_classes": data.num_classes,
-              "in_channels": data.in_channels}  # fmt: skip
+    source = {
+        "model": spec.model,
+        "weights": weights,
+        "data": spec.data,
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+    }
     start = time.perf_counter()
     with progress_bar() as bar:
-        update = _progress_callback(bar, {"prepare": "calibration models (prune + export)", "layers": "layer shapes",
-                                          "calibration": "calibration rounds"})  # fmt: skip
-        table = build_latency_table(model=model, input_shape=data.input_shape, config=config, latency=latency,
-                                    out=out, source=source, progress=update)  # fmt: skip
+        update = _progress_callback(
+            bar,
+            {
+                "prepare": "calibration models (prune + export)",
+                "layers": "layer shapes",
+                "calibration": "calibration rounds",
+            },
+        )
+        table = build_latency_table(
+            model=model,
+            input_shape=data.input_shape,
+            config=config,
+            latency=latency,
+            out=out,
+            source=source,
+            progress=update,
+        )
     seconds = time.perf_counter() - start
     cal = table.calibration
     shapes = sum(len(s["points"]) for s in table.signatures.values())
-    summary = {"table": str(out), "model": table.model["name"], "layers": len(table.layers),
-               "layer_shapes": len(table.signatures), "points": shapes, "groups": len(table.groups),
-               "calibration": {k: cal[k] for k in ("default", "monotone", "aligned", "measured_baseline_ms",
-                                                   "policies", "rounds") if k in cal},
-               "seconds": round(seconds, 1), "table_build_seconds": round(table.build_seconds, 1),
-               "prepare_seconds": cal.get("prepare_seconds"), "profile_seconds": cal.get("profile_seconds"),
-               "device": dict(table.device)}  # fmt: skip
+    summary = {
+        "table": str(out),
+        "model": table.model["name"],
+        "layers": len(table.layers),
+        "layer_shapes": len(table.signatures),
+        "points": shapes,
+        "groups": len(table.groups),
+        "calibration": {
+            k: cal[k]
+            for k in ("default", "monotone", "aligned", "measured_baseline_ms", "policies", "rounds")
+            if k in cal
+        },
+        "seconds": round(seconds, 1),
+        "table_build_seconds": round(table.build_seconds, 1),
+        "prepare_seconds": cal.get("prepare_seconds"),
+        "profile_seconds": cal.get("profile_seconds"),
+        "device": dict(table.device),
+    }
     if args.json:
         print_json(summary)
         return 0
@@ -152,18 +181,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     t.add_column("value", justify="right")
     rows = [
         ("model", f"{table.model['name']} ({table.model['arch_hash']}, input {table.model['input_shape']})"),
-        ("device", f"{table.device['provider']}, {table.device['threads']} thread(s), batch "
-                   f"{table.device['batch_size']}, {table.device['cpu']}, onnxruntime {table.device['onnxruntime']}"),
+        (
+            "device",
+            f"{table.device['provider']}, {table.device['threads']} thread(s), batch "
+            f"{table.device['batch_size']}, {table.device['cpu']}, onnxruntime {table.device['onnxruntime']}",
+        ),
         ("layers / shapes / points", f"{len(table.layers)} / {len(table.signatures)} / {shapes}"),
-        ("search", f"round_to {config.round_to}, max_ratio {config.max_ratio}, grid_step {config.grid_step}, "
-                   f"clock {table.search['clock']}, default mode {config.mode}"),
+        (
+            "search",
+            f"round_to {config.round_to}, max_ratio {config.max_ratio}, grid_step {config.grid_step}, "
+            f"clock {table.search['clock']}, default mode {config.mode}",
+        ),
         ("monotone correction", _fit_text(cal["monotone"])),
         ("aligned correction", _fit_text(cal["aligned"]) + f" (block {table.search.get('align_block')})"),
         ("calibration", f"{cal.get('policies')} models × {cal.get('rounds')} interleaved rounds"),
         ("measured unpruned", f"{cal.get('measured_baseline_ms', float('nan')):.3f} ms"),
-        ("build time", f"{seconds:.1f} s (calibration models {cal.get('prepare_seconds', 0):.1f} s, profiling "
-                       f"{cal.get('profile_seconds', 0):.1f} s)"),
-    ]  # fmt: skip
+        (
+            "build time",
+            f"{seconds:.1f} s (calibration models {cal.get('prepare_seconds', 0):.1f} s, profiling "
+            f"{cal.get('profile_seconds', 0):.1f} s)",
+        ),
+    ]
     for k, v in rows:
         t.add_row(k, v)
     stdout.print(t)
@@ -205,20 +243,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     where = f"latency table {path}"
     table.check_model(model, input_shape=input_shape, source=where)
     dev = table.device
-    config = LatencyConfig(provider=str(dev["provider"]), intra_op_threads=int(dev["threads"]),
-                           batch_size=int(dev["batch_size"]),
-                           graph_optimization=str(dev.get("graph_optimization", "all")))  # fmt: skip
+    config = LatencyConfig(
+        provider=str(dev["provider"]),
+        intra_op_threads=int(dev["threads"]),
+        batch_size=int(dev["batch_size"]),
+        graph_optimization=str(dev.get("graph_optimization", "all")),
+    )
     table.check_device(device_info(config=config), source=where)
     predictor = PredictedLatency(table=table)
     with progress_bar() as bar:
         update = _progress_callback(bar, {"prune": "prune + export", "measure": "measure (interleaved)"})
-        check = check_latency_table(predictor=predictor, model=model, input_shape=input_shape,
-                                    policies=spec.policies, seed=spec.seed, max_ratio=spec.max_ratio,
-                                    rounds=spec.rounds, repeats=spec.repeats, latency=config,
-                                    progress=update)  # fmt: skip
+        check = check_latency_table(
+            predictor=predictor,
+            model=model,
+            input_shape=input_shape,
+            policies=spec.policies,
+            seed=spec.seed,
+            max_ratio=spec.max_ratio,
+            rounds=spec.rounds,
+            repeats=spec.repeats,
+            latency=config,
+            progress=update,
+        )
     plot = Path(spec.plot) if spec.plot else path.with_name(f"{path.stem}-check.png")
-    plot_check(check, plot, title=f"{table.model['name']}: {spec.policies} random policies, "
-                                  f"{dev['provider'].replace('ExecutionProvider', '')} {dev['threads']}t")  # fmt: skip
+    plot_check(
+        check,
+        plot,
+        title=f"{table.model['name']}: {spec.policies} random policies, "
+        f"{dev['provider'].replace('ExecutionProvider', '')} {dev['threads']}t",
+    )
     summary = {**check.summary(), "table": str(path), "plot": str(plot)}
     if spec.out:
         write_json(Path(spec.out), {**summary, **check.to_dict()})
@@ -226,8 +279,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print_json(summary)
         return 0
     s = check.summary()
-    t = Table(title=f"latency table check: {spec.policies} random policies of {table.model['name']} "
-                    f"({check.rounds} interleaved rounds × {check.runs_per_round} runs)")  # fmt: skip
+    t = Table(
+        title=f"latency table check: {spec.policies} random policies of {table.model['name']} "
+        f"({check.rounds} interleaved rounds × {check.runs_per_round} runs)"
+    )
     t.add_column("metric")
     for clock in s["metrics"]:
         label = "thread CPU time" if clock == "cpu" else "wall clock"
@@ -252,16 +307,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         t.add_row(label, *(fmt.format(m[key]) for m in s["metrics"].values()))
     stdout.print(t)
     m = Table(title=f"prediction modes against {check.clock} clock (default: {check.mode})")
-    for col in ("mode", "MAPE %", "Spearman", "mean signed error %", "MAPE after drift correction %",
-                "unpruned predicted ms"):  # fmt: skip
+    for col in (
+        "mode",
+        "MAPE %",
+        "Spearman",
+        "mean signed error %",
+        "MAPE after drift correction %",
+        "unpruned predicted ms",
+    ):
         m.add_column(col, justify="right")
     for md, v in s["modes"].items():
-        m.add_row(md, f"{v['mape_pct']:.2f}", f"{v['spearman']:.3f}", f"{v['bias_pct']:+.2f}",
-                  f"{v['mape_drift_corrected_pct']:.2f}", f"{v['unpruned_predicted_ms']:.3f}")  # fmt: skip
+        m.add_row(
+            md,
+            f"{v['mape_pct']:.2f}",
+            f"{v['spearman']:.3f}",
+            f"{v['bias_pct']:+.2f}",
+            f"{v['mape_drift_corrected_pct']:.2f}",
+            f"{v['unpruned_predicted_ms']:.3f}",
+        )
     stdout.print(m)
     secs = s["seconds"]
-    stdout.print(f"time {secs['total']:.1f} s (prune+export {secs['prune+export']:.1f} s, measure "
-                 f"{secs['measure']:.1f} s); plot {plot}")  # fmt: skip
+    stdout.print(
+        f"time {secs['total']:.1f} s (prune+export {secs['prune+export']:.1f} s, measure "
+        f"{secs['measure']:.1f} s); plot {plot}"
+    )
     return 0
 
 
@@ -273,16 +342,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="prunegym latency build --model smallcnn --data digits --grid-step 8 --out table.json",
     )
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
-    b = add_command(lsub, "build", help="profile every layer shape the search can produce on this device",
-                    example="prunegym latency build --model resnet56 --weights "
-                    "../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py "
-                    "--max-ratio 0.8 --provider cpu --threads 1 --out bench/results/latency/resnet56-cpu-1t.json")  # fmt: skip
+    b = add_command(
+        lsub,
+        "build",
+        help="profile every layer shape the search can produce on this device",
+        example="prunegym latency build --model resnet56 --weights "
+        "../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py "
+        "--max-ratio 0.8 --provider cpu --threads 1 --out bench/results/latency/resnet56-cpu-1t.json",
+    )
     add_config_flags(b, LatencyBuildSpec)
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.set_defaults(func=cmd_build)
-    c = add_command(lsub, "check", help="compare predicted with measured latency on random policies",
-                    example="prunegym latency check --latency-table bench/results/latency/resnet56-cpu-1t.json "
-                    "--policies 50 --seed 1")  # fmt: skip
+    c = add_command(
+        lsub,
+        "check",
+        help="compare predicted with measured latency on random policies",
+        example="prunegym latency check --latency-table bench/results/latency/resnet56-cpu-1t.json "
+        "--policies 50 --seed 1",
+    )
     add_config_flags(c, LatencyCheckSpec)
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_check)

@@ -22,15 +22,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         task = bar.add_task("replay", total=None, info="")
 
         def on_step(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
-            bar.update(task, description=f"finetune {phase}", completed=done, total=total,
-                       info=f"loss {metrics['loss']:.3f}")  # fmt: skip
+            bar.update(
+                task, description=f"finetune {phase}", completed=done, total=total, info=f"loss {metrics['loss']:.3f}"
+            )
 
         _, results = run_replay(cfg, steps=steps, progress=on_step)
     if "bundle" in results:
         report = json.loads((results["bundle"] / "report.json").read_text())
         stdout.print((results["bundle"] / "report.md").read_text())
-        stdout.print(f"bundle: {results['bundle']}  ({report['variants']['pruned']['speedup']:.2f}× FP32, "
-                     f"{report['variants']['pruned+int8']['speedup']:.2f}× INT8 vs the unpruned model)")  # fmt: skip
+        stdout.print(
+            f"bundle: {results['bundle']}  ({report['variants']['pruned']['speedup']:.2f}× FP32, "
+            f"{report['variants']['pruned+int8']['speedup']:.2f}× INT8 vs the unpruned model)"
+        )
     else:
         for step, res in results.items():
             stdout.print(f"{step}: {res}")
@@ -38,8 +41,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "replay", help="replay a policy: finetune, transform, ONNX, INT8, verify, benchmark, bundle",
-                    example="prunegym replay --run runs/amc-r56 --epochs 30")  # fmt: skip
+    p = add_command(
+        sub,
+        "replay",
+        help="replay a policy: finetune, transform, ONNX, INT8, verify, benchmark, bundle",
+        example="prunegym replay --run runs/amc-r56 --epochs 30",
+    )
     p.add_argument("step", nargs="?", default="all", choices=("all", *STEPS), help="run one step (and what it needs)")
     add_config_flags(p, ReplayConfig, help={"device": f"where the finetune runs: {DEVICE_HELP}"})
     p.set_defaults(func=cmd_replay)

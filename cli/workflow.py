@@ -100,24 +100,33 @@ def _print_summary(summary: Summary, *, title: str) -> None:
 
 def _meta(net: nn.Module, cfg: Any, shape: tuple[int, int, int], source: str) -> dict[str, Any]:
     info = model_info(net)
-    return {"model": info.name if info else cfg.model, "round_to": cfg.round_to, "criterion": cfg.criterion,
-            "input_shape": tuple(shape), "source": source}  # fmt: skip
+    return {
+        "model": info.name if info else cfg.model,
+        "round_to": cfg.round_to,
+        "criterion": cfg.criterion,
+        "input_shape": tuple(shape),
+        "source": source,
+    }
 
 
-def _uniform_policy(net: nn.Module, table: CostTable, shape: tuple[int, int, int], *, rate: float,
-                    meta: dict[str, Any]) -> Policy:  # fmt: skip
+def _uniform_policy(
+    net: nn.Module, table: CostTable, shape: tuple[int, int, int], *, rate: float, meta: dict[str, Any]
+) -> Policy:
     round_to = meta["round_to"]
     top = min((n - 1) / n for n in table.channels.values() if n > 1) - 1e-6
     max_rate = 1.0 - table.predict(dict.fromkeys(table.channels, top), round_to=round_to)[0] / table.macs
     if rate > max_rate:
-        raise UserError(f"--rate {rate} is unreachable with --uniform: at most {max_rate:.4f} of the MACs can be "
-                        "removed (every group down to its last channels); lower --rate")  # fmt: skip
+        raise UserError(
+            f"--rate {rate} is unreachable with --uniform: at most {max_rate:.4f} of the MACs can be "
+            "removed (every group down to its last channels); lower --rate"
+        )
     ratio = uniform_ratio_for_macs(net, input_shape=shape, target_macs_fraction=1.0 - rate, round_to=round_to)
     return Policy.uniform(table.channels, ratio, **meta)
 
 
-def _ana_policy(table: CostTable, *, ana: str, rate: float | None, threshold: float | None, model_name: str,
-                meta: dict[str, Any]) -> tuple[Policy, Any]:  # fmt: skip
+def _ana_policy(
+    table: CostTable, *, ana: str, rate: float | None, threshold: float | None, model_name: str, meta: dict[str, Any]
+) -> tuple[Policy, Any]:
     from prunegym.workflow.prune_plan import plan_for_rate, plan_for_threshold
     from prunegym.workflow.sensitivity import load_sensitivity
 
@@ -136,34 +145,56 @@ def _ana_policy(table: CostTable, *, ana: str, rate: float | None, threshold: fl
 
 def cmd_ana(args: argparse.Namespace) -> int:
     cfg = config_from_args(AnaConfig, args)
-    net, splits = load_model_and_data(model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size,
-                                      seed=cfg.seed)  # fmt: skip
+    net, splits = load_model_and_data(
+        model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
+    )
     assert splits is not None
     shape = splits.input_shape
     traced_cost_table(net, input_shape=shape)
     from prunegym.env.evaluator import Evaluator, EvaluatorConfig
     from prunegym.workflow.sensitivity import run_sensitivity, table_header, table_rows, write_outputs
 
-    ev_cfg = EvaluatorConfig(val_size=len(splits.val_y), bn_recalib_images=cfg.bn_recalib_images,
-                             batch_size=cfg.batch_size, criterion=cfg.criterion, round_to=cfg.round_to,
-                             calib_batches=cfg.calib_batches, seed=cfg.seed)  # fmt: skip
+    ev_cfg = EvaluatorConfig(
+        val_size=len(splits.val_y),
+        bn_recalib_images=cfg.bn_recalib_images,
+        batch_size=cfg.batch_size,
+        criterion=cfg.criterion,
+        round_to=cfg.round_to,
+        calib_batches=cfg.calib_batches,
+        seed=cfg.seed,
+    )
     evaluator = Evaluator(model=net, data=splits, config=ev_cfg, input_shape=shape)
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="ana")
     name = _meta(net, cfg, shape, "ana")["model"]
-    settings = {"model": cfg.model, "weights": cfg.weights, "data": cfg.data, "val_size": len(splits.val_y),
-                "bn_recalib_images": cfg.bn_recalib_images, "criterion": cfg.criterion, "round_to": cfg.round_to,
-                "calib_batches": cfg.calib_batches, "seed": cfg.seed}  # fmt: skip
+    settings = {
+        "model": cfg.model,
+        "weights": cfg.weights,
+        "data": cfg.data,
+        "val_size": len(splits.val_y),
+        "bn_recalib_images": cfg.bn_recalib_images,
+        "criterion": cfg.criterion,
+        "round_to": cfg.round_to,
+        "calib_batches": cfg.calib_batches,
+        "seed": cfg.seed,
+    }
     with progress_bar() as bar:
         task = bar.add_task("ana", total=1 + len(evaluator.group_names) * len(cfg.ratios), info="")
 
         def on_cell(done: int, total: int, info: str) -> None:
             bar.update(task, completed=done, total=total, info=info)
 
-        run = run_sensitivity(evaluator=evaluator, ratios=cfg.ratios, out_dir=run_dir, model_name=name,
-                              settings=settings, progress=on_cell)  # fmt: skip
+        run = run_sensitivity(
+            evaluator=evaluator,
+            ratios=cfg.ratios,
+            out_dir=run_dir,
+            model_name=name,
+            settings=settings,
+            progress=on_cell,
+        )
     paths = write_outputs(run.result, run_dir)
-    table = Table(title=f"Sensitivity of {name}: val top-1 % (n={len(splits.val_y)}, BN re-calibrated), "
-                        "each layer pruned alone")  # fmt: skip
+    table = Table(
+        title=f"Sensitivity of {name}: val top-1 % (n={len(splits.val_y)}, BN re-calibrated), each layer pruned alone"
+    )
     for i, col in enumerate(table_header(run.result)):
         if i == 0:
             table.add_column(col, overflow="fold")
@@ -183,8 +214,9 @@ def cmd_ana(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     cfg = config_from_args(PruneConfig, args)
-    net, splits = load_model_and_data(model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size,
-                                      seed=cfg.seed)  # fmt: skip
+    net, splits = load_model_and_data(
+        model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
+    )
     shape = resolve_input_shape(net, model_arg=cfg.model, data=splits, explicit=cfg.input_shape)
     table = traced_cost_table(net, input_shape=shape)
     plan = None
@@ -200,12 +232,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         assert cfg.ana is not None
         meta = _meta(net, cfg, shape, "ana")
-        policy, plan = _ana_policy(table, ana=cfg.ana, rate=cfg.rate, threshold=cfg.threshold,
-                                   model_name=meta["model"], meta=meta)  # fmt: skip
+        policy, plan = _ana_policy(
+            table, ana=cfg.ana, rate=cfg.rate, threshold=cfg.threshold, model_name=meta["model"], meta=meta
+        )
     _check_out(cfg.out, flag="--overwrite", allowed=args.overwrite)
-    result = prune_model(model=net, policy=policy, input_shape=shape, data=splits, mode=cfg.mode,
-                         criterion=cfg.criterion, bn_recalib_images=cfg.bn_recalib_images, batch_size=cfg.batch_size,
-                         calib_batch_count=cfg.calib_batches, seed=cfg.seed)  # fmt: skip
+    result = prune_model(
+        model=net,
+        policy=policy,
+        input_shape=shape,
+        data=splits,
+        mode=cfg.mode,
+        criterion=cfg.criterion,
+        bn_recalib_images=cfg.bn_recalib_images,
+        batch_size=cfg.batch_size,
+        calib_batch_count=cfg.calib_batches,
+        seed=cfg.seed,
+    )
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.overwrite, command="prune")
     path = save_pruned(run_dir, result)
     groups = Table(title=f"{policy.source} policy ({cfg.mode})")
@@ -217,8 +259,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         groups.add_row(*row, *((f"{plan.predicted_loss.get(g, 0.0):.2f}",) if plan is not None else ()))
     stdout.print(groups)
     if plan is not None:
-        stdout.print(f"ana {plan.rule} rule: loss threshold {plan.threshold:.4f} points per group → "
-                     f"{100 * plan.macs_removed:.2f}% of the MACs removed")  # fmt: skip
+        stdout.print(
+            f"ana {plan.rule} rule: loss threshold {plan.threshold:.4f} points per group → "
+            f"{100 * plan.macs_removed:.2f}% of the MACs removed"
+        )
     _print_summary(result.summary, title=f"prune {cfg.model} ({cfg.mode})")
     stdout.print(f"→ {path}, {run_dir / 'policy.yaml'}")
     return 0
@@ -245,16 +289,24 @@ def cmd_transform(args: argparse.Namespace) -> int:
     accs: tuple[float | None, float | None] = (None, None)
     if splits is not None:
         accs = (val_accuracy(masked, splits), val_accuracy(result.model, splits))
-    summary = summarize(baseline=masked, compressed=result.model, input_shape=shape, baseline_accuracy=accs[0],
-                        compressed_accuracy=accs[1], accuracy_note="baseline: the masked model; compressed: dense"
-                        + (f"; top-1 on {len(splits.val_y)} val images" if splits else ""))  # fmt: skip
+    summary = summarize(
+        baseline=masked,
+        compressed=result.model,
+        input_shape=shape,
+        baseline_accuracy=accs[0],
+        compressed_accuracy=accs[1],
+        accuracy_note="baseline: the masked model; compressed: dense"
+        + (f"; top-1 on {len(splits.val_y)} val images" if splits else ""),
+    )
     write_json(run_dir / "summary.json", {**summary.to_dict(), "max_abs_diff": diff, "removed": dict(result.removed)})
     atomic_write_text(run_dir / "summary.md", summary.markdown(title="transform"))
     removed = sum(result.removed.values())
     stdout.print(f"removed {removed} zeroed channels in {len(result.removed)} groups")
     if result.kept_constant:
-        stdout.print(f"kept {sum(result.kept_constant.values())} zero-filter channels whose BatchNorm outputs a "
-                     "nonzero constant (zero the BatchNorm's weight and bias too to remove them)")  # fmt: skip
+        stdout.print(
+            f"kept {sum(result.kept_constant.values())} zero-filter channels whose BatchNorm outputs a "
+            "nonzero constant (zero the BatchNorm's weight and bias too to remove them)"
+        )
     if not removed:
         log.warning("no channel of %s is provably dead; the dense model equals the input", cfg.model)
     ok = "ok" if diff <= cfg.atol else f"above {cfg.atol:g}: check the model"
@@ -269,8 +321,9 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 def cmd_iterate(args: argparse.Namespace) -> int:
     cfg = config_from_args(IterateConfig, args)
-    net, splits = load_model_and_data(model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size,
-                                      seed=cfg.seed)  # fmt: skip
+    net, splits = load_model_and_data(
+        model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
+    )
     assert splits is not None
     shape = splits.input_shape
     table = traced_cost_table(net, input_shape=shape)
@@ -279,8 +332,10 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         policies = [_uniform_policy(net, table, shape, rate=r, meta=meta) for r in cfg.rates]
     else:
         assert cfg.ana is not None
-        policies = [_ana_policy(table, ana=cfg.ana, rate=r, threshold=None, model_name=meta["model"], meta=meta)[0]
-                    for r in cfg.rates]  # fmt: skip
+        policies = [
+            _ana_policy(table, ana=cfg.ana, rate=r, threshold=None, model_name=meta["model"], meta=meta)[0]
+            for r in cfg.rates
+        ]
     if args.resume:
         check_finished_rounds(Path(cfg.out), cfg.rates)  # before config.yaml is rewritten
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="iterate")
@@ -290,16 +345,29 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         state = {"round": 1}
 
         def on_step(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
-            bar.update(task, description=f"round {state['round']}/{len(cfg.rates)} {phase}", completed=done,
-                       total=total, info=f"loss {metrics['loss']:.3f}")  # fmt: skip
+            bar.update(
+                task,
+                description=f"round {state['round']}/{len(cfg.rates)} {phase}",
+                completed=done,
+                total=total,
+                info=f"loss {metrics['loss']:.3f}",
+            )
 
         def on_round(r: RoundResult) -> None:
             state["round"] = r.round + 1
             bar.console.print(r.line() + (" (done before)" if r.skipped else ""))
 
-        rounds = iterate_rounds(model=net, data=splits, config=cfg, policies=policies, input_shape=shape,
-                                run_dir=run_dir, teacher=net if cfg.distill else None, progress=on_step,
-                                on_round=on_round)  # fmt: skip
+        rounds = iterate_rounds(
+            model=net,
+            data=splits,
+            config=cfg,
+            policies=policies,
+            input_shape=shape,
+            run_dir=run_dir,
+            teacher=net if cfg.distill else None,
+            progress=on_step,
+            on_round=on_round,
+        )
     from prunegym.workflow.plots import rounds_plot
 
     records = [r.to_dict() for r in rounds]
@@ -307,12 +375,20 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     plot = rounds_plot(records, run_dir / "rounds.png", baseline_accuracy=base_acc)
     final = rounds[-1]
     assert final.model is not None
-    path = save_model(run_dir / MODEL_FILE, model=final.model, policy=dict(final.model.prunegym_policy),
-                      extra={"input_shape": list(shape)})  # fmt: skip
-    summary = summarize(baseline=net, compressed=final.model, input_shape=shape, baseline_accuracy=base_acc,
-                        compressed_accuracy=final.accuracy,
-                        accuracy_note=f"val top-1 (n={len(splits.val_y)}); compressed after round {final.round}'s "
-                        "finetune")  # fmt: skip
+    path = save_model(
+        run_dir / MODEL_FILE,
+        model=final.model,
+        policy=dict(final.model.prunegym_policy),
+        extra={"input_shape": list(shape)},
+    )
+    summary = summarize(
+        baseline=net,
+        compressed=final.model,
+        input_shape=shape,
+        baseline_accuracy=base_acc,
+        compressed_accuracy=final.accuracy,
+        accuracy_note=f"val top-1 (n={len(splits.val_y)}); compressed after round {final.round}'s finetune",
+    )
     write_json(run_dir / "summary.json", summary.to_dict())
     atomic_write_text(run_dir / "summary.md", summary.markdown(title="iterate"))
     for r in rounds:
@@ -326,27 +402,42 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "ana", help="sensitivity analysis: val top-1 of every prunable group at every ratio "
-                    "(resumable)", example=f"prunegym ana {R20} --val-size 1000 --out runs/r20-ana")  # fmt: skip
+    p = add_command(
+        sub,
+        "ana",
+        help="sensitivity analysis: val top-1 of every prunable group at every ratio (resumable)",
+        example=f"prunegym ana {R20} --val-size 1000 --out runs/r20-ana",
+    )
     add_config_flags(p, AnaConfig, help=HELP)
     p.add_argument("--resume", action="store_true", help="continue the analysis in --out (skips finished cells)")
     p.set_defaults(func=cmd_ana)
 
-    p = add_command(sub, "prune", help="prune by --rate or --threshold with ratios from ana, --uniform, or --policy",
-                    example=f"prunegym prune {R20} --ana runs/r20-ana --rate 0.5 --out runs/r20-prune")  # fmt: skip
+    p = add_command(
+        sub,
+        "prune",
+        help="prune by --rate or --threshold with ratios from ana, --uniform, or --policy",
+        example=f"prunegym prune {R20} --ana runs/r20-ana --rate 0.5 --out runs/r20-prune",
+    )
     add_config_flags(p, PruneConfig, help=HELP)
     p.add_argument("--overwrite", action="store_true", help="replace a previous prune in --out")
     p.set_defaults(func=cmd_prune)
 
-    p = add_command(sub, "transform", help="masked/sparse model (ours or torch.nn.utils.prune) → dense smaller model",
-                    example="prunegym transform --model runs/r20-masked/model.pt --out runs/r20-dense")  # fmt: skip
+    p = add_command(
+        sub,
+        "transform",
+        help="masked/sparse model (ours or torch.nn.utils.prune) → dense smaller model",
+        example="prunegym transform --model runs/r20-masked/model.pt --out runs/r20-dense",
+    )
     add_config_flags(p, TransformConfig, help=HELP)
     p.add_argument("--overwrite", action="store_true", help="replace a previous transform in --out")
     p.set_defaults(func=cmd_transform)
 
-    p = add_command(sub, "iterate", help="DeePhi loop: prune to a growing rate, finetune, repeat (resumable)",
-                    example=f"prunegym iterate {R20} --uniform --rates 0.1,0.2,0.3 --epochs-per-round 2 "
-                    "--out runs/r20-iter")  # fmt: skip
+    p = add_command(
+        sub,
+        "iterate",
+        help="DeePhi loop: prune to a growing rate, finetune, repeat (resumable)",
+        example=f"prunegym iterate {R20} --uniform --rates 0.1,0.2,0.3 --epochs-per-round 2 --out runs/r20-iter",
+    )
     add_config_flags(p, IterateConfig, help=HELP)
     p.add_argument("--resume", action="store_true", help="continue the rounds in --out (skips finished rounds)")
     p.set_defaults(func=cmd_iterate)

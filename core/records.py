@@ -185,8 +185,13 @@ class EpisodeRecorder(RunRecorder):
         policy_template: Policy | None = None,
     ) -> None:
         # purge_step hides the events of episodes dropped on resume
-        super().__init__(run_dir=run_dir, total=total_episodes, tensorboard=tensorboard, tensorboard_dir="search",
-                         purge_step=len(records))  # fmt: skip
+        super().__init__(
+            run_dir=run_dir,
+            total=total_episodes,
+            tensorboard=tensorboard,
+            tensorboard_dir="search",
+            purge_step=len(records),
+        )
         self.source = source
         self.progress = progress
         self.episodes_done = len(records)
@@ -268,5 +273,6 @@ class EpisodeRecorder(RunRecorder):
             **{f"seconds/{k}": v for k, v in (record.get("seconds") or {}).items()},
             **{f"actions/{k}": v for k, v in record["policy"].items()},
         }
-        self.write_scalars(scalars, step=int(record["episode"]), ratios=list(record["policy"].values()),
-                           ratios_tag="search/ratios")  # fmt: skip
+        self.write_scalars(
+            scalars, step=int(record["episode"]), ratios=list(record["policy"].values()), ratios_tag="search/ratios"
+        )

@@ -237,10 +237,16 @@ def benchmark_models(
     for n_threads in threads:
         subjects: dict[str, _Subject] = {}
         for name, model in models.items():
-            subjects[name] = _prepare(model, threads=n_threads, provider=provider,
-                                      graph_optimization=graph_optimization, input_shape=input_shape,
-                                      batch_latency=batch_latency, batch_throughput=batch_throughput,
-                                      warmup=warmup)  # fmt: skip
+            subjects[name] = _prepare(
+                model,
+                threads=n_threads,
+                provider=provider,
+                graph_optimization=graph_optimization,
+                input_shape=input_shape,
+                batch_latency=batch_latency,
+                batch_throughput=batch_throughput,
+                warmup=warmup,
+            )
             resolved_provider = subjects[name].session.get_providers()[0]
         _run_rounds(list(subjects.values()), lat_counts=lat_counts, tput_counts=tput_counts)
         entries += _entries(subjects, threads=n_threads, provider=resolved_provider)

@@ -112,8 +112,11 @@ def step_prune(r: Replay) -> Path:
     calib = None
     if criterion in {"taylor", "lsq"}:
         g = torch.Generator().manual_seed(r.config.seed)
-        calib = list(iterate_batches(r.data.train_x, r.data.train_y, batch_size=64, mean=mean, std=std, shuffle=True,
-                                     generator=g, limit=256))  # fmt: skip
+        calib = list(
+            iterate_batches(
+                r.data.train_x, r.data.train_y, batch_size=64, mean=mean, std=std, shuffle=True, generator=g, limit=256
+            )
+        )
     pruned = apply_policy(r.base, r.policy, input_shape=r.data.input_shape, criterion=criterion, calib=calib)
     save_model(path, model=pruned, policy=pruned.prunegym_policy)
     log.info("pruned with %s: %s", criterion, path)
@@ -129,15 +132,36 @@ def step_finetune(r: Replay) -> Path:
     pruned_path = step_prune(r)
     model = load_model(str(pruned_path))
     c = r.config
-    cfg = TrainConfig(model=str(pruned_path), data=r.data.spec, out=str(run_dir), epochs=c.epochs, lr=c.lr,
-                      batch_size=c.batch_size, weight_decay=c.weight_decay, warmup_epochs=c.warmup_epochs,
-                      label_smoothing=c.label_smoothing, teacher=r.model if c.distill else None,
-                      teacher_weights=r.weights if c.distill else None, kd_alpha=c.kd_alpha,
-                      kd_temperature=c.kd_temperature, seed=c.seed, max_steps_per_epoch=c.max_steps_per_epoch,
-                      eval_test=False, device=c.device)  # fmt: skip
+    cfg = TrainConfig(
+        model=str(pruned_path),
+        data=r.data.spec,
+        out=str(run_dir),
+        epochs=c.epochs,
+        lr=c.lr,
+        batch_size=c.batch_size,
+        weight_decay=c.weight_decay,
+        warmup_epochs=c.warmup_epochs,
+        label_smoothing=c.label_smoothing,
+        teacher=r.model if c.distill else None,
+        teacher_weights=r.weights if c.distill else None,
+        kd_alpha=c.kd_alpha,
+        kd_temperature=c.kd_temperature,
+        seed=c.seed,
+        max_steps_per_epoch=c.max_steps_per_epoch,
+        eval_test=False,
+        device=c.device,
+    )
     policy = read_checkpoint(pruned_path)["policy"]
-    train(config=cfg, model=model, data=r.data, run_dir=run_dir, teacher=r.base if c.distill else None,
-          policy=policy, resume=last is not None, progress=r.progress)  # fmt: skip
+    train(
+        config=cfg,
+        model=model,
+        data=r.data,
+        run_dir=run_dir,
+        teacher=r.base if c.distill else None,
+        policy=policy,
+        resume=last is not None,
+        progress=r.progress,
+    )
     return best
 
 
@@ -186,8 +210,14 @@ def step_quantize(r: Replay) -> Path:
     if path.exists():
         return path
     fp32 = step_export(r)["pruned"]
-    result = quantize_int8(fp32, path, calibration=calibration_images(r), method=r.config.calib_method,
-                           per_channel=r.config.per_channel, reduce_range=r.config.reduce_range)  # fmt: skip
+    result = quantize_int8(
+        fp32,
+        path,
+        calibration=calibration_images(r),
+        method=r.config.calib_method,
+        per_channel=r.config.per_channel,
+        reduce_range=r.config.reduce_range,
+    )
     write_json(r.out / "onnx" / "quantize.json", result.to_dict())
     return path
 
@@ -208,8 +238,11 @@ def step_verify(r: Replay) -> dict[str, Any]:
     with torch.no_grad():
         logits = torch.cat([model(xb) for xb, _ in iterate_batches(x, y, batch_size=500, mean=mean, std=std)])
     xs, ys = x.numpy(), y.numpy()
-    out: dict[str, Any] = {"n": n, "split": "test", "pytorch": {"pruned": torch_res.to_dict(),
-                                                                "baseline": base_res.to_dict()}}  # fmt: skip
+    out: dict[str, Any] = {
+        "n": n,
+        "split": "test",
+        "pytorch": {"pruned": torch_res.to_dict(), "baseline": base_res.to_dict()},
+    }
     for name, p in onnx.items():
         res = evaluate_onnx(p, xs, ys, mean=mean, std=std, threads=2)
         agree = agreement(p, logits.numpy(), xs, mean=mean, std=std, threads=2) if name != "baseline" else None
@@ -225,10 +258,14 @@ def step_bench(r: Replay) -> dict[str, Any]:
     if path.exists():
         return yaml.safe_load(path.read_text())
     onnx = {**step_export(r), "pruned+int8": step_quantize(r)}
-    report = benchmark_models({k: onnx[k] for k in ("baseline", "pruned", "pruned+int8")},
-                              input_shape=r.data.input_shape, threads=r.config.bench_threads,
-                              batch_throughput=r.config.bench_batch, repeats=r.config.bench_repeats,
-                              rounds=r.config.bench_rounds)  # fmt: skip
+    report = benchmark_models(
+        {k: onnx[k] for k in ("baseline", "pruned", "pruned+int8")},
+        input_shape=r.data.input_shape,
+        threads=r.config.bench_threads,
+        batch_throughput=r.config.bench_batch,
+        repeats=r.config.bench_repeats,
+        rounds=r.config.bench_rounds,
+    )
     write_json(path, report.to_dict())
     return report.to_dict()
 
@@ -249,10 +286,17 @@ def build_report(r: Replay) -> dict[str, Any]:
     variants = {}
     for name, stats in (("baseline", base_stats), ("pruned", pruned_stats), ("pruned+int8", pruned_stats)):
         e = entry(name)
-        variants[name] = {"top1": verify[name]["top1"], "top5": verify[name]["top5"], "params": stats.params,
-                          "macs": stats.macs, "size_mb": round(onnx[name].stat().st_size / 1e6, 3),
-                          "latency_ms": e["latency_median_ms"], "latency_p90_ms": e["latency_p90_ms"],
-                          "fps": e["throughput_fps"], "speedup": e["speedup"]}  # fmt: skip
+        variants[name] = {
+            "top1": verify[name]["top1"],
+            "top5": verify[name]["top5"],
+            "params": stats.params,
+            "macs": stats.macs,
+            "size_mb": round(onnx[name].stat().st_size / 1e6, 3),
+            "latency_ms": e["latency_median_ms"],
+            "latency_p90_ms": e["latency_p90_ms"],
+            "fps": e["throughput_fps"],
+            "speedup": e["speedup"],
+        }
     finetune = read_jsonl(r.out / "finetune" / METRICS_FILE)
     quantize_json = r.out / "onnx" / "quantize.json"
     quantization = yaml.safe_load(quantize_json.read_text()) if quantize_json.exists() else None
@@ -299,10 +343,20 @@ def step_bundle(r: Replay) -> Path:
     report = build_report(r)
     onnx = {**step_export(r), "pruned+int8": step_quantize(r)}
     mean, std = r.mean_std
-    pre = {"channels": r.data.in_channels, "input_size": list(r.data.input_shape[1:]), "mean": list(mean),
-           "std": list(std)}  # fmt: skip
-    write_bundle(bundle, fp32_onnx=onnx["pruned"], int8_onnx=onnx["pruned+int8"], preprocessing=pre,
-                 labels=list(r.data.class_names), report=report)  # fmt: skip
+    pre = {
+        "channels": r.data.in_channels,
+        "input_size": list(r.data.input_shape[1:]),
+        "mean": list(mean),
+        "std": list(std),
+    }
+    write_bundle(
+        bundle,
+        fp32_onnx=onnx["pruned"],
+        int8_onnx=onnx["pruned+int8"],
+        preprocessing=pre,
+        labels=list(r.data.class_names),
+        report=report,
+    )
     plots = bundle / "plots"
     plots.mkdir(exist_ok=True)
     plot_bench(report["benchmark"], plots / "latency_fps_vs_threads.png")

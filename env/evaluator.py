@@ -107,8 +107,16 @@ class Evaluator:
 
     def _calib(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.config.seed + 17)
-        batches = iterate_batches(self.data.train_x, self.data.train_y, batch_size=64, mean=self.mean, std=self.std,
-                                  shuffle=True, generator=g, limit=64 * self.config.calib_batches)  # fmt: skip
+        batches = iterate_batches(
+            self.data.train_x,
+            self.data.train_y,
+            batch_size=64,
+            mean=self.mean,
+            std=self.std,
+            shuffle=True,
+            generator=g,
+            limit=64 * self.config.calib_batches,
+        )
         return list(batches)
 
     def prune(self, ratios: Mapping[str, float]) -> nn.Module:
@@ -118,9 +126,15 @@ class Evaluator:
         policy = Policy(ratios=dict(ratios), round_to=cfg.round_to)
         net = apply_policy(self.model, policy, input_shape=self.input_shape, criterion=cfg.criterion, calib=calib)
         if cfg.bn_recalib_images:
-            recalibrate_bn(net, self.data.train_x, mean=self.mean, std=self.std, num_images=cfg.bn_recalib_images,
-                           augment=cfg.bn_recalib_augment or self.data.augment,
-                           seed=cfg.seed)  # fmt: skip
+            recalibrate_bn(
+                net,
+                self.data.train_x,
+                mean=self.mean,
+                std=self.std,
+                num_images=cfg.bn_recalib_images,
+                augment=cfg.bn_recalib_augment or self.data.augment,
+                seed=cfg.seed,
+            )
         return net
 
     def score(self, net: nn.Module) -> tuple[float, float]:
@@ -137,9 +151,17 @@ class Evaluator:
         step = 0
         net.train()
         while step < cfg.finetune_steps:
-            for xb, yb in iterate_batches(self.data.train_x, self.data.train_y, batch_size=cfg.finetune_batch_size,
-                                          mean=self.mean, std=self.std, shuffle=True, augment=self.data.augment,
-                                          generator=g, drop_last=True):  # fmt: skip
+            for xb, yb in iterate_batches(
+                self.data.train_x,
+                self.data.train_y,
+                batch_size=cfg.finetune_batch_size,
+                mean=self.mean,
+                std=self.std,
+                shuffle=True,
+                augment=self.data.augment,
+                generator=g,
+                drop_last=True,
+            ):
                 loss = F.cross_entropy(net(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

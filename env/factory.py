@@ -50,8 +50,13 @@ class LatencySpec:
 
     def measurement(self) -> LatencyConfig:
         """The ONNX Runtime measurement these options describe."""
-        return LatencyConfig(provider=self.provider, intra_op_threads=self.threads, batch_size=self.latency_batch,
-                             repeats=self.latency_repeats, warmup=max(3, self.latency_repeats // 5))  # fmt: skip
+        return LatencyConfig(
+            provider=self.provider,
+            intra_op_threads=self.threads,
+            batch_size=self.latency_batch,
+            repeats=self.latency_repeats,
+            warmup=max(3, self.latency_repeats // 5),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,9 @@ def build_env(spec: EnvSpec) -> PruningEnv:
     if how.latency == "measured":
         latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=how.measurement())
     elif how.latency == "predicted":
-        latency = PredictedLatency.load(how.latency_table, evaluator=evaluator, provider=how.provider,
-                                        threads=how.threads)  # fmt: skip
+        latency = PredictedLatency.load(
+            how.latency_table, evaluator=evaluator, provider=how.provider, threads=how.threads
+        )
     return PruningEnv(evaluator=evaluator, config=spec.env, latency=latency)
 
 

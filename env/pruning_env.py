@@ -108,8 +108,10 @@ class PruningEnv(gym.Env):
     def __init__(self, *, evaluator: Evaluator, config: EnvConfig, latency: LatencyModel | None = None) -> None:
         super().__init__()
         if (needs_latency(config.reward) or config.target == "latency") and latency is None:
-            raise UserError(f"reward '{config.reward}' / target '{config.target}' needs a latency model; "
-                            "pass --latency measured or --latency predicted")  # fmt: skip
+            raise UserError(
+                f"reward '{config.reward}' / target '{config.target}' needs a latency model; "
+                "pass --latency measured or --latency predicted"
+            )
         self.evaluator = evaluator
         self.config = config
         self.latency = latency
@@ -176,8 +178,14 @@ class PruningEnv(gym.Env):
         i = min(self._index, self.num_groups - 1)
         reduced = self.total_macs - self.table.predict(self._ratios, round_to=self.evaluator.config.round_to)[0]
         rest = sum(g.group_macs for g in self.groups[i + 1 :])
-        return observation(self._static, index=i, macs_reduced=reduced, macs_rest=rest, total_macs=self.total_macs,
-                           prev_action=self._prev)  # fmt: skip
+        return observation(
+            self._static,
+            index=i,
+            macs_reduced=reduced,
+            macs_rest=rest,
+            total_macs=self.total_macs,
+            prev_action=self._prev,
+        )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -212,9 +220,14 @@ class PruningEnv(gym.Env):
             t = time.perf_counter()
             latency_ms = lat.latency_ms(model=result.model, ratios=self._ratios, kept=result.kept)
             seconds["latency"] = time.perf_counter() - t
-        inputs = RewardInputs(accuracy=result.accuracy / 100.0, macs=result.macs, params=result.params,
-                              latency_ms=latency_ms, target_ms=self.target_ms,
-                              latency_weight=self.config.latency_weight)  # fmt: skip
+        inputs = RewardInputs(
+            accuracy=result.accuracy / 100.0,
+            macs=result.macs,
+            params=result.params,
+            latency_ms=latency_ms,
+            target_ms=self.target_ms,
+            latency_weight=self.config.latency_weight,
+        )
         reward = float(get_reward(self.config.reward)(inputs))
         if not math.isfinite(reward):
             raise RuntimeError(f"reward is {reward} for policy {self._ratios}")
@@ -240,13 +253,26 @@ class PruningEnv(gym.Env):
         from prunegym.core.models import model_info
 
         info = model_info(self.evaluator.model)
-        return Policy(ratios={}, source="env", model=info.name if info else "", round_to=self.evaluator.config.round_to,
-                      criterion=self.evaluator.config.criterion, input_shape=self.evaluator.input_shape)  # fmt: skip
+        return Policy(
+            ratios={},
+            source="env",
+            model=info.name if info else "",
+            round_to=self.evaluator.config.round_to,
+            criterion=self.evaluator.config.criterion,
+            input_shape=self.evaluator.input_shape,
+        )
 
     def policy_from_info(self, info: Mapping[str, Any], *, source: str) -> Policy:
         """The :class:`Policy` of a finished episode, with its measured figures as metrics."""
         keys = ("macs_ratio", "params_ratio", "latency_ms", "latency_ratio", "top5")
         metrics = {k: float(info[k]) for k in keys if info.get(k) is not None}
-        return Policy(ratios=dict(info["policy"]), source=source, round_to=self.evaluator.config.round_to,
-                      criterion=self.evaluator.config.criterion, input_shape=self.evaluator.input_shape,
-                      reward=float(info["reward"]), accuracy=float(info["accuracy"]), metrics=metrics)  # fmt: skip
+        return Policy(
+            ratios=dict(info["policy"]),
+            source=source,
+            round_to=self.evaluator.config.round_to,
+            criterion=self.evaluator.config.criterion,
+            input_shape=self.evaluator.input_shape,
+            reward=float(info["reward"]),
+            accuracy=float(info["accuracy"]),
+            metrics=metrics,
+        )

@@ -14,9 +14,29 @@ from prunegym.core.policy import Policy
 
 
 def agent_train(model: Path, out: Path, *extra: str) -> int:
-    return main(["agent", "train", "--model", str(model), "--data", "digits", "--val-size", "200",
-                 "--bn-recalib-images", "200", "--episodes", "8", "--warmup-episodes", "3", "--checkpoint-every", "2",
-                 "--out", str(out), *extra])  # fmt: skip
+    return main(
+        [
+            "agent",
+            "train",
+            "--model",
+            str(model),
+            "--data",
+            "digits",
+            "--val-size",
+            "200",
+            "--bn-recalib-images",
+            "200",
+            "--episodes",
+            "8",
+            "--warmup-episodes",
+            "3",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_ddpg_search_writes_every_output_and_resumes(digits_model: Path, tmp_path: Path, capsys) -> None:
@@ -54,8 +74,27 @@ def test_random_search_and_replay_to_a_bundle(digits_model: Path, tmp_path: Path
     out = tmp_path / "rand"
     assert agent_train(digits_model, out, "--agent", "random") == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["agent"] == "random"
-    code = main(["replay", "--run", str(out), "--epochs", "2", "--max-steps-per-epoch", "6", "--calib-images", "64", "--bench-threads", "1",
-                 "--bench-repeats", "5", "--bench-rounds", "1", "--bench-batch", "8"])  # fmt: skip
+    code = main(
+        [
+            "replay",
+            "--run",
+            str(out),
+            "--epochs",
+            "2",
+            "--max-steps-per-epoch",
+            "6",
+            "--calib-images",
+            "64",
+            "--bench-threads",
+            "1",
+            "--bench-repeats",
+            "5",
+            "--bench-rounds",
+            "1",
+            "--bench-batch",
+            "8",
+        ]
+    )
     assert code == 0
     bundle = out / "replay" / "bundle"
     report = json.loads((bundle / "report.json").read_text())

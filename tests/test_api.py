@@ -32,8 +32,17 @@ def test_every_public_name_resolves_and_the_version_is_the_installed_one() -> No
     for name in prunegym.__all__:
         assert getattr(prunegym, name) is not None, name
     assert prunegym.__version__ == importlib.metadata.version("prunegym")
-    assert {"PruningEnv", "build_env", "Policy", "apply_policy", "AMCDDPG", "run_search", "run_study",
-            "run_replay", "Classifier"} <= set(prunegym.__all__)  # fmt: skip
+    assert {
+        "PruningEnv",
+        "build_env",
+        "Policy",
+        "apply_policy",
+        "AMCDDPG",
+        "run_search",
+        "run_study",
+        "run_replay",
+        "Classifier",
+    } <= set(prunegym.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = prunegym.nope
 
@@ -43,8 +52,9 @@ def test_gymnasium_make_builds_an_env_that_passes_both_env_checkers(digits_model
     from gymnasium.utils.env_checker import check_env as gym_check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = gymnasium.make(prunegym.ENV_ID, model=str(digits_model), data="digits", val_size=200,
-                         bn_recalib_images=100, target_ratio=0.6)  # fmt: skip
+    env = gymnasium.make(
+        prunegym.ENV_ID, model=str(digits_model), data="digits", val_size=200, bn_recalib_images=100, target_ratio=0.6
+    )
     assert isinstance(env.unwrapped, prunegym.PruningEnv)
     assert env.unwrapped.config.target_ratio == 0.6
     with warnings.catch_warnings():

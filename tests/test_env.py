@@ -88,8 +88,7 @@ def test_bad_budgets_fail_before_any_episode(digits_model: Path) -> None:
 
 
 def test_measured_latency_in_info(digits_model: Path) -> None:
-    env = build_env(spec(digits_model, latency="measured", reward="latency_soft", target_ratio=0.7,
-                         latency_repeats=10))  # fmt: skip
+    env = build_env(spec(digits_model, latency="measured", reward="latency_soft", target_ratio=0.7, latency_repeats=10))
     info = rollout(env, [0.5] * env.num_groups)[-1][4]
     assert info["latency_ms"] > 0 and info["latency_ratio"] > 0
     expected = info["accuracy"] / 100 * (info["latency_ms"] / env.target_ms) ** -0.07
@@ -118,9 +117,29 @@ def test_env_rollout_cli_prints_accuracy_and_latency_per_episode(digits_model: P
 
     from prunegym.cli.main import main
 
-    code = main(["env", "rollout", "--agent", "uniform", "--episodes", "3", "--model", str(digits_model), "--data",
-                 "digits", "--val-size", "200", "--target-ratio", "1.0", "--latency", "measured",
-                 "--latency-repeats", "5", "--json"])  # fmt: skip
+    code = main(
+        [
+            "env",
+            "rollout",
+            "--agent",
+            "uniform",
+            "--episodes",
+            "3",
+            "--model",
+            str(digits_model),
+            "--data",
+            "digits",
+            "--val-size",
+            "200",
+            "--target-ratio",
+            "1.0",
+            "--latency",
+            "measured",
+            "--latency-repeats",
+            "5",
+            "--json",
+        ]
+    )
     rows = json.loads(capsys.readouterr().out)
     assert code == 0 and [r["episode"] for r in rows] == [0, 1, 2]
     assert rows[0]["macs_ratio"] == 1.0 and rows[-1]["macs_ratio"] < 0.1  # uniform sweeps min → max ratio

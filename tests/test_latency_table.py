@@ -32,8 +32,7 @@ from prunegym.env.latency import (
 
 SHAPE = (1, 8, 8)
 # a coarse grid and few runs: the tests check the machinery, the ResNet-56 acceptance checks the accuracy
-FAST = TableBuildConfig(grid_step=8, repeats=30, rounds=3, warmup=2, calib_policies=3, calib_repeats=60,
-                        calib_rounds=4)  # fmt: skip
+FAST = TableBuildConfig(grid_step=8, repeats=30, rounds=3, warmup=2, calib_policies=3, calib_repeats=60, calib_rounds=4)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,14 @@ def model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def table_path(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("latency") / "smallcnn-cpu-1t.json"
-    build_latency_table(model=model, input_shape=SHAPE, config=FAST, latency=LatencyConfig(), out=out,
-                        source={"model": "smallcnn", "data": "digits"})  # fmt: skip
+    build_latency_table(
+        model=model,
+        input_shape=SHAPE,
+        config=FAST,
+        latency=LatencyConfig(),
+        out=out,
+        source={"model": "smallcnn", "data": "digits"},
+    )
     return out
 
 
@@ -146,8 +151,15 @@ def test_table_for_another_model_or_device_is_a_one_line_user_error(
 
 
 def test_build_env_with_predicted_latency_reports_the_table_prediction(table_path: Path) -> None:
-    spec = EnvSpec.from_options(model="smallcnn", data="digits", val_size=280, bn_recalib_images=100, latency="predicted",
-                   latency_table=str(table_path), reward="latency_soft")  # fmt: skip
+    spec = EnvSpec.from_options(
+        model="smallcnn",
+        data="digits",
+        val_size=280,
+        bn_recalib_images=100,
+        latency="predicted",
+        latency_table=str(table_path),
+        reward="latency_soft",
+    )
     env = build_env(spec)
     assert isinstance(env.latency, PredictedLatency) and env.latency.needs_model is False
     env.reset(seed=0)
@@ -163,8 +175,9 @@ def test_build_env_with_predicted_latency_reports_the_table_prediction(table_pat
 
 
 def test_interrupted_build_resumes_from_its_partial_file(model: torch.nn.Module, tmp_path: Path) -> None:
-    cfg = TableBuildConfig(grid_step=16, repeats=6, rounds=2, warmup=1, chunk=4, calib_policies=0, calib_repeats=6,
-                           calib_rounds=2)  # fmt: skip
+    cfg = TableBuildConfig(
+        grid_step=16, repeats=6, rounds=2, warmup=1, chunk=4, calib_policies=0, calib_repeats=6, calib_rounds=2
+    )
     out = tmp_path / "t.json"
     seen: list[tuple[str, int, int]] = []
 
@@ -174,13 +187,25 @@ def test_interrupted_build_resumes_from_its_partial_file(model: torch.nn.Module,
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_latency_table(model=model, input_shape=SHAPE, config=cfg, latency=LatencyConfig(), out=out,
-                            progress=stop_after_first_chunk)  # fmt: skip
+        build_latency_table(
+            model=model,
+            input_shape=SHAPE,
+            config=cfg,
+            latency=LatencyConfig(),
+            out=out,
+            progress=stop_after_first_chunk,
+        )
     partial = tmp_path / "t.partial.json"
     assert partial.exists() and not out.exists()
     resumed: list[tuple[str, int, int]] = []
-    build_latency_table(model=model, input_shape=SHAPE, config=cfg, latency=LatencyConfig(), out=out,
-                        progress=lambda s, d, n: resumed.append((s, d, n)))  # fmt: skip
+    build_latency_table(
+        model=model,
+        input_shape=SHAPE,
+        config=cfg,
+        latency=LatencyConfig(),
+        out=out,
+        progress=lambda s, d, n: resumed.append((s, d, n)),
+    )
     layers = [x for x in resumed if x[0] == "layers"]
     assert layers[0] == ("layers", 4, next(x for x in seen if x[0] == "layers")[2])  # the first chunk is not redone
     assert out.exists() and not partial.exists()
@@ -189,8 +214,9 @@ def test_interrupted_build_resumes_from_its_partial_file(model: torch.nn.Module,
 
 def test_check_reports_errors_noise_and_a_plot(model: torch.nn.Module, table_path: Path, tmp_path: Path) -> None:
     pred = PredictedLatency(table=LatencyTable.read(table_path))
-    check = check_latency_table(predictor=pred, model=model, input_shape=SHAPE, policies=5, seed=3, rounds=3,
-                                repeats=30)  # fmt: skip
+    check = check_latency_table(
+        predictor=pred, model=model, input_shape=SHAPE, policies=5, seed=3, rounds=3, repeats=30
+    )
     assert check.clock == "cpu" and set(check.metrics) == {"cpu", "wall"}
     assert set(check.modes) == {"monotone", "aligned"} and check.mode == "monotone"
     for m in check.metrics.values():
@@ -207,14 +233,49 @@ def test_cli_build_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     parser = argparse.ArgumentParser()
     latency_commands.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli.json"
-    args = parser.parse_args(["latency", "build", "--model", "smallcnn", "--data", "digits", "--grid-step", "16",
-                              "--repeats", "10", "--rounds", "2", "--calib-policies", "3", "--calib-repeats", "20",
-                              "--calib-rounds", "2", "--out", str(out), "--json"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "latency",
+            "build",
+            "--model",
+            "smallcnn",
+            "--data",
+            "digits",
+            "--grid-step",
+            "16",
+            "--repeats",
+            "10",
+            "--rounds",
+            "2",
+            "--calib-policies",
+            "3",
+            "--calib-repeats",
+            "20",
+            "--calib-rounds",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["layers"] == 5 and summary["device"]["threads"] == 1 and out.exists()
-    args = parser.parse_args(["latency", "check", "--latency-table", str(out), "--policies", "4", "--rounds", "2",
-                              "--repeats", "10", "--json"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "latency",
+            "check",
+            "--latency-table",
+            str(out),
+            "--policies",
+            "4",
+            "--rounds",
+            "2",
+            "--repeats",
+            "10",
+            "--json",
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["policies"] == 4 and {"cpu", "wall"} == set(report["metrics"])

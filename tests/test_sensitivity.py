@@ -32,8 +32,19 @@ def base(digits_model: Path) -> Path:
 @pytest.fixture(scope="module")
 def ana(tmp_path_factory, base) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("ana") / "run"
-    code, stdout = _cli("ana", "--model", str(base), "--data", "digits", "--ratios", ",".join(RATIOS),
-                        "--bn-recalib-images", "200", "--out", str(out))  # fmt: skip
+    code, stdout = _cli(
+        "ana",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--ratios",
+        ",".join(RATIOS),
+        "--bn-recalib-images",
+        "200",
+        "--out",
+        str(out),
+    )
     assert code == 0
     return out, stdout
 
@@ -86,19 +97,27 @@ def test_ana_resume_skips_finished_cells(tmp_path: Path, base, digits) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sensitivity(evaluator=evaluator, ratios=(0.25, 0.5), out_dir=tmp_path, model_name="smallcnn",
-                        settings=settings, progress=stop_after_4)  # fmt: skip
+        run_sensitivity(
+            evaluator=evaluator,
+            ratios=(0.25, 0.5),
+            out_dir=tmp_path,
+            model_name="smallcnn",
+            settings=settings,
+            progress=stop_after_4,
+        )
     assert len(calls) == 4 and len((tmp_path / "ana.jsonl").read_text().splitlines()) == 4
     evaluator._cache.clear()
     calls.clear()
-    run = run_sensitivity(evaluator=evaluator, ratios=(0.25, 0.5), out_dir=tmp_path, model_name="smallcnn",
-                          settings=settings)  # fmt: skip
+    run = run_sensitivity(
+        evaluator=evaluator, ratios=(0.25, 0.5), out_dir=tmp_path, model_name="smallcnn", settings=settings
+    )
     assert (run.reused, run.computed, len(calls)) == (4, 5, 5)
     assert {"features.0": 0.25} not in calls and {} not in calls  # the baseline was done before
     # other settings: the old cells do not count
     calls.clear()
-    again = run_sensitivity(evaluator=evaluator, ratios=(0.25,), out_dir=tmp_path, model_name="smallcnn",
-                            settings={**settings, "seed": 1})  # fmt: skip
+    again = run_sensitivity(
+        evaluator=evaluator, ratios=(0.25,), out_dir=tmp_path, model_name="smallcnn", settings={**settings, "seed": 1}
+    )
     assert again.reused == 0 and len(calls) == 5
 
 
@@ -112,8 +131,16 @@ def smallcnn_table() -> CostTable:
 def synthetic(drops: dict[str, list[float | None]], ratios=(0.25, 0.5, 0.75)) -> Sensitivity:
     base = 90.0
     acc = {g: tuple(None if d is None else base - d for d in v) for g, v in drops.items()}
-    return Sensitivity(model="smallcnn", baseline=base, ratios=ratios, groups=tuple(drops), accuracy=acc,
-                       macs={g: (None,) * len(ratios) for g in drops}, base_macs=1, base_params=1)  # fmt: skip
+    return Sensitivity(
+        model="smallcnn",
+        baseline=base,
+        ratios=ratios,
+        groups=tuple(drops),
+        accuracy=acc,
+        macs={g: (None,) * len(ratios) for g in drops},
+        base_macs=1,
+        base_params=1,
+    )
 
 
 def test_envelope_is_the_running_worst_loss() -> None:
@@ -124,8 +151,14 @@ def test_envelope_is_the_running_worst_loss() -> None:
 
 def test_threshold_rule_picks_each_groups_largest_safe_analysed_ratio() -> None:
     table = smallcnn_table()
-    sens = synthetic({"features.0": [0.1, 0.4, 5.0], "features.3": [0.2, 2.0, 0.3],  # 0.3 at 75%: noise
-                      "features.7": [3.0, 4.0, 9.0], "features.10": [0.0, 0.0, 0.0]})  # fmt: skip
+    sens = synthetic(
+        {
+            "features.0": [0.1, 0.4, 5.0],
+            "features.3": [0.2, 2.0, 0.3],  # 0.3 at 75%: noise
+            "features.7": [3.0, 4.0, 9.0],
+            "features.10": [0.0, 0.0, 0.0],
+        }
+    )
     plan = plan_for_threshold(sens, table, threshold=0.5)
     assert dict(plan.ratios) == {"features.0": 0.5, "features.3": 0.25, "features.7": 0.0, "features.10": 0.75}
     assert plan.macs == table.predict(plan.ratios)[0]
@@ -135,8 +168,14 @@ def test_threshold_rule_picks_each_groups_largest_safe_analysed_ratio() -> None:
 
 def test_rate_rule_meets_the_mac_budget_and_prunes_insensitive_groups_more() -> None:
     table = smallcnn_table()
-    sens = synthetic({"features.0": [1.0, 3.0, 8.0], "features.3": [0.1, 0.3, 1.0],
-                      "features.7": [2.0, 6.0, 20.0], "features.10": [0.2, 0.5, 2.0]})  # fmt: skip
+    sens = synthetic(
+        {
+            "features.0": [1.0, 3.0, 8.0],
+            "features.3": [0.1, 0.3, 1.0],
+            "features.7": [2.0, 6.0, 20.0],
+            "features.10": [0.2, 0.5, 2.0],
+        }
+    )
     for rate in (0.2, 0.5, 0.7):
         plan = plan_for_rate(sens, table, rate=rate)
         macs, _ = table.predict(plan.ratios)
@@ -182,8 +221,21 @@ def test_ana_plan_beats_uniform_at_the_same_macs(ana, base, digits) -> None:
     acc = {k: v.summary.compressed_accuracy for k, v in got.items()}
     assert acc["ana"] >= acc["uniform"], acc
     # the CLI does the same and reports it
-    code, stdout = _cli("prune", "--model", str(base), "--data", "digits", "--ana", str(out), "--rate", "0.5",
-                        "--bn-recalib-images", "200", "--out", str(out.parent / "prune"))  # fmt: skip
+    code, stdout = _cli(
+        "prune",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--ana",
+        str(out),
+        "--rate",
+        "0.5",
+        "--bn-recalib-images",
+        "200",
+        "--out",
+        str(out.parent / "prune"),
+    )
     assert code == 0 and "ana rate rule" in stdout and "Operations" in stdout
     summary = json.loads((out.parent / "prune" / "summary.json").read_text())
     assert summary["compressed_accuracy"] == pytest.approx(acc["ana"])

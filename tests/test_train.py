@@ -104,8 +104,13 @@ def _share_predicting(model: torch.nn.Module, digits, label: int) -> float:
 def test_train_with_teacher_follows_the_teacher_not_the_labels(tmp_path: Path, digits) -> None:
     kw = {"eval_test": False}
     student = _model()
-    result = train(config=_cfg(tmp_path / "kd", teacher="constant", kd_alpha=1.0, **kw), model=student, data=digits,
-                   run_dir=tmp_path / "kd", teacher=_OneClassTeacher(3))  # fmt: skip
+    result = train(
+        config=_cfg(tmp_path / "kd", teacher="constant", kd_alpha=1.0, **kw),
+        model=student,
+        data=digits,
+        run_dir=tmp_path / "kd",
+        teacher=_OneClassTeacher(3),
+    )
     assert result.epochs_done == 3
     assert _share_predicting(student, digits, 3) > 0.9  # pure distillation: the labels carry no weight
     plain = _model()
@@ -131,11 +136,21 @@ def test_device_choice_is_checked_with_a_one_line_fix() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_a_gpu_matches_the_cpu_run_and_leaves_cpu_tensors(tmp_path: Path, digits) -> None:
     teacher = _model()
-    cpu = train(config=_cfg(tmp_path / "cpu", device="cpu", teacher="smallcnn"), model=_model(), data=digits,
-                run_dir=tmp_path / "cpu", teacher=teacher)  # fmt: skip
+    cpu = train(
+        config=_cfg(tmp_path / "cpu", device="cpu", teacher="smallcnn"),
+        model=_model(),
+        data=digits,
+        run_dir=tmp_path / "cpu",
+        teacher=teacher,
+    )
     student = _model()
-    gpu = train(config=_cfg(tmp_path / "gpu", device="cuda", teacher="smallcnn"), model=student, data=digits,
-                run_dir=tmp_path / "gpu", teacher=teacher)  # fmt: skip
+    gpu = train(
+        config=_cfg(tmp_path / "gpu", device="cuda", teacher="smallcnn"),
+        model=student,
+        data=digits,
+        run_dir=tmp_path / "gpu",
+        teacher=teacher,
+    )
     assert all(p.device.type == "cpu" for p in (*student.parameters(), *teacher.parameters()))
     assert all(t.device.type == "cpu" for t in read_checkpoint(tmp_path / "gpu" / "last.pt")["state_dict"].values())
     assert abs(gpu.best_val.top1 - cpu.best_val.top1) < 3.0  # same batches; kernels differ in rounding only

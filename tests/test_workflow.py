@@ -49,8 +49,20 @@ def stat_macs(model: str | Path) -> int:
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory, base) -> Path:
     out = tmp_path_factory.mktemp("pruned") / "dense"
-    code, stdout, _ = cli("prune", "--model", str(base), "--data", "digits", "--uniform", "--rate", "0.5",
-                          "--bn-recalib-images", "200", "--out", str(out))  # fmt: skip
+    code, stdout, _ = cli(
+        "prune",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--uniform",
+        "--rate",
+        "0.5",
+        "--bn-recalib-images",
+        "200",
+        "--out",
+        str(out),
+    )
     assert code == 0, stdout
     for row in ("Accuracy", "Weights", "Operations", "Baseline", "Compressed", "Delta %"):
         assert row in stdout
@@ -62,9 +74,24 @@ def pruned(tmp_path_factory, base) -> Path:
 
 def test_prune_uniform_rate_on_resnet20_cifar(tmp_path: Path, cifar10_dir, resnet20_weights) -> None:
     out = tmp_path / "r20"
-    code, _, err = cli("prune", "--model", "resnet20", "--weights", str(resnet20_weights), "--data",
-                       f"cifar10:{cifar10_dir}", "--uniform", "--rate", "0.5", "--val-size", "200",
-                       "--bn-recalib-images", "100", "--out", str(out))  # fmt: skip
+    code, _, err = cli(
+        "prune",
+        "--model",
+        "resnet20",
+        "--weights",
+        str(resnet20_weights),
+        "--data",
+        f"cifar10:{cifar10_dir}",
+        "--uniform",
+        "--rate",
+        "0.5",
+        "--val-size",
+        "200",
+        "--bn-recalib-images",
+        "100",
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     assert (out / "policy.yaml").exists() and Policy.load(out / "policy.yaml").source == "uniform"
     ratio = stat_macs(out) / stat_macs("resnet20")
@@ -74,8 +101,9 @@ def test_prune_uniform_rate_on_resnet20_cifar(tmp_path: Path, cifar10_dir, resne
     # saving and reloading gives identical outputs (library path, no data: exact)
     model = load_model("resnet20", weights=str(resnet20_weights))
     r = uniform_ratio_for_macs(model, input_shape=CIFAR, target_macs_fraction=0.5)
-    res = prune_model(model=model, policy=Policy.uniform(cost_table(model, input_shape=CIFAR).channels, r),
-                      input_shape=CIFAR)  # fmt: skip
+    res = prune_model(
+        model=model, policy=Policy.uniform(cost_table(model, input_shape=CIFAR).channels, r), input_shape=CIFAR
+    )
     path = save_pruned(tmp_path / "lib", res)
     assert max_abs_diff(load_model(str(path)), res.model, input_shape=CIFAR) == 0.0
     assert model_stats(load_model(str(path)), input_shape=CIFAR).macs == stat_macs(out)
@@ -91,9 +119,24 @@ def test_prune_writes_a_model_that_stat_eval_and_finetune_accept(pruned: Path, b
     assert code == 0 and json.loads(out)["top1"] == pytest.approx(summary["compressed_accuracy"])
     # finetune a pruned model, distilling from the unpruned one
     ft = tmp_path / "ft"
-    code, out, err = cli("finetune", "--model", str(pruned / "model.pt"), "--data", "digits", "--epochs", "1",
-                         "--batch-size", "64", "--max-steps-per-epoch", "4", "--teacher", str(base),
-                         "--no-eval-test", "--out", str(ft))  # fmt: skip
+    code, out, err = cli(
+        "finetune",
+        "--model",
+        str(pruned / "model.pt"),
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--max-steps-per-epoch",
+        "4",
+        "--teacher",
+        str(base),
+        "--no-eval-test",
+        "--out",
+        str(ft),
+    )
     assert code == 0, err
     assert stat_macs(ft / "best.pt") == stat_macs(pruned)
 
@@ -103,8 +146,22 @@ def test_prune_writes_a_model_that_stat_eval_and_finetune_accept(pruned: Path, b
 
 def test_transform_of_our_masked_model_is_exact(pruned: Path, base: Path, tmp_path: Path) -> None:
     masked = tmp_path / "masked"
-    code, out, err = cli("prune", "--model", str(base), "--data", "digits", "--uniform", "--rate", "0.5", "--mode",
-                         "masked", "--bn-recalib-images", "200", "--out", str(masked))  # fmt: skip
+    code, out, err = cli(
+        "prune",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--uniform",
+        "--rate",
+        "0.5",
+        "--mode",
+        "masked",
+        "--bn-recalib-images",
+        "200",
+        "--out",
+        str(masked),
+    )
     assert code == 0, err
     assert stat_macs(masked) == stat_macs(base)  # shapes unchanged
     dense = tmp_path / "dense"
@@ -119,12 +176,37 @@ def test_transform_of_our_masked_model_is_exact(pruned: Path, base: Path, tmp_pa
 def test_vai_p_flow_masked_prune_finetune_transform(pruned: Path, base: Path, tmp_path: Path) -> None:
     """vai_p's order: a sparse (masked) model is finetuned with its zeros kept, then made dense."""
     masked = tmp_path / "masked"
-    code, _, err = cli("prune", "--model", str(base), "--data", "digits", "--uniform", "--rate", "0.5", "--mode",
-                       "masked", "--bn-recalib-images", "200", "--out", str(masked))  # fmt: skip
+    code, _, err = cli(
+        "prune",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--uniform",
+        "--rate",
+        "0.5",
+        "--mode",
+        "masked",
+        "--bn-recalib-images",
+        "200",
+        "--out",
+        str(masked),
+    )
     assert code == 0, err
     ft = tmp_path / "ft"
-    code, _, err = cli("finetune", "--model", str(masked / "model.pt"), "--data", "digits", "--epochs", "1",
-                       "--batch-size", "64", "--out", str(ft))  # fmt: skip
+    code, _, err = cli(
+        "finetune",
+        "--model",
+        str(masked / "model.pt"),
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--out",
+        str(ft),
+    )
     assert code == 0, err
     before, after = load_model(str(masked / "model.pt")), load_model(str(ft / "best.pt"))
     changed = any(
@@ -173,8 +255,9 @@ def test_transform_of_a_torch_ln_structured_checkpoint(base: Path, tmp_path: Pat
     torch.save(model.state_dict(), weights)
     assert "features.0.weight_orig" in torch.load(weights, weights_only=True)
     out = tmp_path / "dense"
-    code, stdout, err = cli("transform", "--model", "smallcnn", "--weights", str(weights), "--data", "digits",
-                            "--out", str(out))  # fmt: skip
+    code, stdout, err = cli(
+        "transform", "--model", "smallcnn", "--weights", str(weights), "--data", "digits", "--out", str(out)
+    )
     assert code == 0, err
     assert "removed 96 zeroed channels in 4 groups" in stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -188,15 +271,32 @@ def test_transform_of_a_torch_ln_structured_checkpoint(base: Path, tmp_path: Pat
 
 def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "iter"
-    cfg = IterateConfig(model=str(base), data="digits", out=str(run), rates=(0.2, 0.4), uniform=True,
-                        epochs_per_round=1, batch_size=64, max_steps_per_epoch=6, bn_recalib_images=200,
-                        eval_test=False, distill=True)  # fmt: skip
+    cfg = IterateConfig(
+        model=str(base),
+        data="digits",
+        out=str(run),
+        rates=(0.2, 0.4),
+        uniform=True,
+        epochs_per_round=1,
+        batch_size=64,
+        max_steps_per_epoch=6,
+        bn_recalib_images=200,
+        eval_test=False,
+        distill=True,
+    )
     model = load_model(str(base))
     table = cost_table(model, input_shape=DIGITS)
-    policies = [Policy.uniform(table.channels, uniform_ratio_for_macs(model, input_shape=DIGITS,
-                target_macs_fraction=1 - r), input_shape=DIGITS) for r in cfg.rates]  # fmt: skip
-    rounds = iterate_rounds(model=model, data=digits, config=cfg, policies=policies, input_shape=DIGITS,
-                            run_dir=run, teacher=model)  # fmt: skip
+    policies = [
+        Policy.uniform(
+            table.channels,
+            uniform_ratio_for_macs(model, input_shape=DIGITS, target_macs_fraction=1 - r),
+            input_shape=DIGITS,
+        )
+        for r in cfg.rates
+    ]
+    rounds = iterate_rounds(
+        model=model, data=digits, config=cfg, policies=policies, input_shape=DIGITS, run_dir=run, teacher=model
+    )
     base_macs = model_stats(model, input_shape=DIGITS).macs
     for r, rate in zip(rounds, cfg.rates, strict=True):
         folder = run / f"round_{r.round}"
@@ -219,9 +319,28 @@ def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path
         return real_train(**kw)
 
     monkeypatch.setattr(workflow, "train", counting_train)
-    code, out, err = cli("iterate", "--model", str(base), "--data", "digits", "--uniform", "--rates", "0.2,0.4,0.6",
-                         "--epochs-per-round", "1", "--batch-size", "64", "--max-steps-per-epoch", "6",
-                         "--bn-recalib-images", "200", "--no-eval-test", "--out", str(run), "--resume")  # fmt: skip
+    code, out, err = cli(
+        "iterate",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--uniform",
+        "--rates",
+        "0.2,0.4,0.6",
+        "--epochs-per-round",
+        "1",
+        "--batch-size",
+        "64",
+        "--max-steps-per-epoch",
+        "6",
+        "--bn-recalib-images",
+        "200",
+        "--no-eval-test",
+        "--out",
+        str(run),
+        "--resume",
+    )
     assert code == 0, err
     assert calls == [run / "round_3" / "finetune"]
     lines = [line for line in out.splitlines() if line.startswith("After round")]
@@ -231,8 +350,19 @@ def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path
     assert stat_macs(run) == stat_macs(run / "round_3" / "model.pt") <= 0.4 * stat_macs(base)
     # rates that disagree with the finished rounds: one line, nothing rewritten
     before = (run / "config.yaml").read_text()
-    code, _, err = cli("iterate", "--model", str(base), "--data", "digits", "--uniform", "--rates", "0.3,0.4",
-                       "--out", str(run), "--resume")  # fmt: skip
+    code, _, err = cli(
+        "iterate",
+        "--model",
+        str(base),
+        "--data",
+        "digits",
+        "--uniform",
+        "--rates",
+        "0.3,0.4",
+        "--out",
+        str(run),
+        "--resume",
+    )
     assert code == 2 and "was run with rate 0.2, not 0.3" in err
     assert (run / "config.yaml").read_text() == before
 
@@ -270,12 +400,24 @@ class TupleNet(Net):
 def bad_inputs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bad")
     (d / "pg_badnets.py").write_text(BADNETS)
-    for name, ratios in (("names", {"features.O": 0.5}), ("big", {"features.0": 1.5}),
-                         ("nan", {"features.0": float("nan")}), ("empty", {"features.3": 0.99})):  # fmt: skip
+    for name, ratios in (
+        ("names", {"features.O": 0.5}),
+        ("big", {"features.0": 1.5}),
+        ("nan", {"features.0": float("nan")}),
+        ("empty", {"features.3": 0.99}),
+    ):
         (d / f"{name}.yaml").write_text(json.dumps({"ratios": ratios}).replace("NaN", ".nan"))
     drops = {g: (89.0, 88.0) for g in GROUPS}
-    sens = Sensitivity(model="smallcnn", baseline=90.0, ratios=(0.1, 0.2), groups=GROUPS, accuracy=drops,
-                       macs={g: (None, None) for g in GROUPS}, base_macs=1, base_params=1)  # fmt: skip
+    sens = Sensitivity(
+        model="smallcnn",
+        baseline=90.0,
+        ratios=(0.1, 0.2),
+        groups=GROUPS,
+        accuracy=drops,
+        macs={g: (None, None) for g in GROUPS},
+        base_macs=1,
+        base_params=1,
+    )
     write_json(d / "ana" / "ana.json", sens.to_dict())
     return d
 

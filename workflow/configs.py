@@ -65,8 +65,12 @@ class AnaConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_common(criterion=self.criterion, round_to=self.round_to, bn_recalib_images=self.bn_recalib_images,
-                      val_size=self.val_size)  # fmt: skip
+        _check_common(
+            criterion=self.criterion,
+            round_to=self.round_to,
+            bn_recalib_images=self.bn_recalib_images,
+            val_size=self.val_size,
+        )
         if not self.ratios:
             raise ConfigError("--ratios is empty; pass fractions such as 0.1,0.2,0.3")
         for r in self.ratios:
@@ -100,8 +104,12 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_common(criterion=self.criterion, round_to=self.round_to, bn_recalib_images=self.bn_recalib_images,
-                      val_size=self.val_size)  # fmt: skip
+        _check_common(
+            criterion=self.criterion,
+            round_to=self.round_to,
+            bn_recalib_images=self.bn_recalib_images,
+            val_size=self.val_size,
+        )
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be dense or masked, got {self.mode!r}")
         _check_source(ana=self.ana, uniform=self.uniform, policy=self.policy or "")
@@ -161,8 +169,12 @@ class IterateConfig:
     eval_test: bool = True
 
     def __post_init__(self) -> None:
-        _check_common(criterion=self.criterion, round_to=self.round_to, bn_recalib_images=self.bn_recalib_images,
-                      val_size=self.val_size)  # fmt: skip
+        _check_common(
+            criterion=self.criterion,
+            round_to=self.round_to,
+            bn_recalib_images=self.bn_recalib_images,
+            val_size=self.val_size,
+        )
         _check_source(ana=self.ana, uniform=self.uniform)
         if not self.rates:
             raise ConfigError("--rates is empty; pass cumulative fractions of MACs to remove, e.g. 0.1,0.2,0.3")
@@ -186,8 +198,19 @@ class IterateConfig:
             A :class:`~prunegym.core.train.TrainConfig` (no warm-up; the cosine schedule restarts every round).
         """
         return TrainConfig(
-            model=self.model, data=self.data, out=str(out), weights=self.weights, epochs=self.epochs_per_round,
-            batch_size=self.batch_size, lr=self.lr, warmup_epochs=0.0, teacher="unpruned model" if teacher else None,
-            kd_alpha=self.kd_alpha, kd_temperature=self.kd_temperature, val_size=self.val_size, seed=self.seed,
-            max_steps_per_epoch=self.max_steps_per_epoch, eval_test=self.eval_test,
-        )  # fmt: skip
+            model=self.model,
+            data=self.data,
+            out=str(out),
+            weights=self.weights,
+            epochs=self.epochs_per_round,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_epochs=0.0,
+            teacher="unpruned model" if teacher else None,
+            kd_alpha=self.kd_alpha,
+            kd_temperature=self.kd_temperature,
+            val_size=self.val_size,
+            seed=self.seed,
+            max_steps_per_epoch=self.max_steps_per_epoch,
+            eval_test=self.eval_test,
+        )

@@ -35,8 +35,11 @@ def calib_batches(
         raise UserError(f"criterion '{criterion}' needs training images; pass --data SPEC or use --criterion l1")
     mean, std = input_norm(model, mean=data.mean, std=data.std)
     g = torch.Generator().manual_seed(seed + 17)
-    return list(iterate_batches(data.train_x, data.train_y, batch_size=64, mean=mean, std=std, shuffle=True,
-                                generator=g, limit=64 * batches))  # fmt: skip
+    return list(
+        iterate_batches(
+            data.train_x, data.train_y, batch_size=64, mean=mean, std=std, shuffle=True, generator=g, limit=64 * batches
+        )
+    )
 
 
 def val_accuracy(model: nn.Module, data: DataSplits, *, batch_size: int = 500) -> float:

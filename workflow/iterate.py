@@ -69,8 +69,10 @@ class RoundResult:
     def line(self) -> str:
         """The one-line report of the round, as the DeePhi tools print it."""
         test = f", {self.test_accuracy:.2f}% test" if self.test_accuracy is not None else ""
-        return (f"After round {self.round}: -{100 * self.ops_removed:.1f}% operations, "
-                f"-{100 * self.params_removed:.1f}% weights, top-1 {self.accuracy:.2f}% val{test}")  # fmt: skip
+        return (
+            f"After round {self.round}: -{100 * self.ops_removed:.1f}% operations, "
+            f"-{100 * self.params_removed:.1f}% weights, top-1 {self.accuracy:.2f}% val{test}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,8 +111,9 @@ def _prune_to(
 ) -> nn.Module:
     """A copy of ``current`` pruned from ``kept_now`` to ``kept_next`` channels per group (round_to 1)."""
     ratios = {g: 1.0 - kept_next[g] / m for g, m in kept_now.items() if kept_next[g] < m}
-    return apply_policy(current, Policy(ratios=ratios, round_to=1), input_shape=input_shape, criterion=criterion,
-                        calib=calib)  # fmt: skip
+    return apply_policy(
+        current, Policy(ratios=ratios, round_to=1), input_shape=input_shape, criterion=criterion, calib=calib
+    )
 
 
 def check_finished_rounds(run_dir: Path, rates: Sequence[float]) -> int:
@@ -133,8 +136,10 @@ def check_finished_rounds(run_dir: Path, rates: Sequence[float]) -> int:
             break
         recorded = float(json.loads(done.read_text(encoding="utf-8"))["rate"])
         if abs(recorded - rate) > 1e-9:
-            raise UserError(f"{done.parent} was run with rate {recorded}, not {rate}; keep the first rates of --rates "
-                            "or use a new --out")  # fmt: skip
+            raise UserError(
+                f"{done.parent} was run with rate {recorded}, not {rate}; keep the first rates of --rates "
+                "or use a new --out"
+            )
         finished = k
     return finished
 
@@ -155,13 +160,22 @@ def _pruned_for_round(
     cfg, shape, channels = run.config, run.shape, run.channels
     kept_next = {g: min(n, kept_now[g]) for g, n in _kept_counts(planned, channels).items()}
     calib = calib_batches(current, run.data, criterion=cfg.criterion, batches=cfg.calib_batches, seed=cfg.seed)
-    pruned = _prune_to(current, kept_now=kept_now, kept_next=kept_next, input_shape=shape, criterion=cfg.criterion,
-                       calib=calib)  # fmt: skip
-    composed = _composed(planned, kept_next, channels, source="iterate", model=planned.model or run.name,
-                         criterion=cfg.criterion, input_shape=shape)  # fmt: skip
+    pruned = _prune_to(
+        current, kept_now=kept_now, kept_next=kept_next, input_shape=shape, criterion=cfg.criterion, calib=calib
+    )
+    composed = _composed(
+        planned,
+        kept_next,
+        channels,
+        source="iterate",
+        model=planned.model or run.name,
+        criterion=cfg.criterion,
+        input_shape=shape,
+    )
     record = composed.to_dict()
-    rebuilt = apply_policy_structure(build_model(run.name, num_classes=run.data.num_classes,
-                                                 in_channels=run.data.in_channels), record)  # fmt: skip
+    rebuilt = apply_policy_structure(
+        build_model(run.name, num_classes=run.data.num_classes, in_channels=run.data.in_channels), record
+    )
     want = {k2: tuple(v.shape) for k2, v in pruned.state_dict().items()}
     if {k2: tuple(v.shape) for k2, v in rebuilt.state_dict().items()} != want:  # pragma: no cover
         raise RuntimeError(f"round {k}: the composed policy does not rebuild the pruned shapes")
@@ -170,9 +184,15 @@ def _pruned_for_round(
 
 
 def _run_round(
-    run: _Run, *, k: int, rate: float, planned: Policy, current: nn.Module, kept_now: Mapping[str, int],
+    run: _Run,
+    *,
+    k: int,
+    rate: float,
+    planned: Policy,
+    current: nn.Module,
+    kept_now: Mapping[str, int],
     round_dir: Path,
-) -> tuple[RoundResult, dict[str, int]]:  # fmt: skip
+) -> tuple[RoundResult, dict[str, int]]:
     """Prune, re-calibrate, finetune and save round k; its result and kept channel counts."""
     cfg, shape, base = run.config, run.shape, run.base_stats
     t0 = time.perf_counter()
@@ -181,19 +201,36 @@ def _run_round(
     recalibrated(pruned, run.data, images=cfg.bn_recalib_images, seed=cfg.seed)
     acc_pruned = val_accuracy(pruned, run.data)
     ft_dir = round_dir / "finetune"
-    trained = train(config=cfg.train_config(ft_dir, teacher=run.teacher is not None), model=pruned, data=run.data,
-                    run_dir=ft_dir, teacher=run.teacher, policy=record, resume=(ft_dir / LAST_CHECKPOINT).exists(),
-                    progress=run.progress)  # fmt: skip
+    trained = train(
+        config=cfg.train_config(ft_dir, teacher=run.teacher is not None),
+        model=pruned,
+        data=run.data,
+        run_dir=ft_dir,
+        teacher=run.teacher,
+        policy=record,
+        resume=(ft_dir / LAST_CHECKPOINT).exists(),
+        progress=run.progress,
+    )
     stats = model_stats(pruned, input_shape=shape)
     result = RoundResult(
-        round=k, rate=rate, macs=stats.macs, params=stats.params, ops=stats.ops_deephi,
-        macs_removed=1 - stats.macs / base.macs, params_removed=1 - stats.params / base.params,
-        ops_removed=1 - stats.ops_deephi / base.ops_deephi, accuracy_pruned=acc_pruned,
-        accuracy=trained.best_val.top1, test_accuracy=trained.test.top1 if trained.test else None,
-        seconds=time.perf_counter() - t0, path=str(round_dir / MODEL_FILE), model=pruned,
-    )  # fmt: skip
-    composed.with_metrics(macs_ratio=stats.macs / base.macs, params_ratio=stats.params /
-                          base.params).save(round_dir / "policy.yaml")  # fmt: skip
+        round=k,
+        rate=rate,
+        macs=stats.macs,
+        params=stats.params,
+        ops=stats.ops_deephi,
+        macs_removed=1 - stats.macs / base.macs,
+        params_removed=1 - stats.params / base.params,
+        ops_removed=1 - stats.ops_deephi / base.ops_deephi,
+        accuracy_pruned=acc_pruned,
+        accuracy=trained.best_val.top1,
+        test_accuracy=trained.test.top1 if trained.test else None,
+        seconds=time.perf_counter() - t0,
+        path=str(round_dir / MODEL_FILE),
+        model=pruned,
+    )
+    composed.with_metrics(macs_ratio=stats.macs / base.macs, params_ratio=stats.params / base.params).save(
+        round_dir / "policy.yaml"
+    )
     save_model(round_dir / MODEL_FILE, model=pruned, policy=record, extra={"input_shape": list(shape)})
     write_json(round_dir / "result.json", result.to_dict())
     log.info("%s", result.line())
@@ -245,9 +282,16 @@ def iterate_rounds(
     channels = dict(traced_cost_table(model, input_shape=shape).channels)
     check_finished_rounds(run_dir, config.rates)
     info = model_info(model)
-    run = _Run(data=data, config=config, shape=shape, channels=channels,
-               base_stats=model_stats(model, input_shape=shape), name=info.name if info else config.model,
-               teacher=teacher, progress=progress)  # fmt: skip
+    run = _Run(
+        data=data,
+        config=config,
+        shape=shape,
+        channels=channels,
+        base_stats=model_stats(model, input_shape=shape),
+        name=info.name if info else config.model,
+        teacher=teacher,
+        progress=progress,
+    )
     current, kept_now = model, dict(channels)
     results: list[RoundResult] = []
     for k, (rate, planned) in enumerate(zip(config.rates, policies, strict=True), start=1):
@@ -256,8 +300,9 @@ def iterate_rounds(
             result, kept_now = _reload_round(round_dir, channels)
             log.info("round %d already done (%s); skipping", k, round_dir)
         else:
-            result, kept_now = _run_round(run, k=k, rate=rate, planned=planned, current=current, kept_now=kept_now,
-                                          round_dir=round_dir)  # fmt: skip
+            result, kept_now = _run_round(
+                run, k=k, rate=rate, planned=planned, current=current, kept_now=kept_now, round_dir=round_dir
+            )
         current = result.model
         results.append(result)
         if on_round is not None:

@@ -35,10 +35,12 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
         The path written.
     """
     drops = np.array(
-        [[np.nan if result.drop(g, i) is None else result.drop(g, i) for i in range(len(result.ratios))]
-         for g in result.groups],
+        [
+            [np.nan if result.drop(g, i) is None else result.drop(g, i) for i in range(len(result.ratios))]
+            for g in result.groups
+        ],
         dtype=float,
-    ).reshape(len(result.groups), len(result.ratios))  # fmt: skip
+    ).reshape(len(result.groups), len(result.ratios))
     height = 1.5 + 0.28 * len(result.groups)
     fig = Figure(figsize=(1.6 + 0.75 * len(result.ratios), height), dpi=120)
     ax = fig.add_subplot()
@@ -51,8 +53,9 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
     if drops.size <= 400:
         for (i, j), v in np.ndenumerate(drops):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6,
-                        color="white" if v > 0.6 * vmax else "black")  # fmt: skip
+                ax.text(
+                    j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white" if v > 0.6 * vmax else "black"
+                )
     ax.set_xlabel("channels removed from the group")
     ax.set_title(f"{result.model}: top-1 drop (points) vs baseline {result.baseline:.2f}%", fontsize=9)
     fig.colorbar(im, ax=ax, label="accuracy drop (points)")

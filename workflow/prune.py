@@ -44,15 +44,25 @@ def _dense(
 
 
 def _masked(
-    model: nn.Module, policy: Policy, *, shape: tuple[int, ...], criterion: str, round_to: int | None,
+    model: nn.Module,
+    policy: Policy,
+    *,
+    shape: tuple[int, ...],
+    criterion: str,
+    round_to: int | None,
     kwargs: dict[str, Any],
-) -> tuple[nn.Module, Policy, dict[str, Any]]:  # fmt: skip
+) -> tuple[nn.Module, Policy, dict[str, Any]]:
     """``(net, planned policy, extra)`` of the masked model (channels zeroed, shapes kept)."""
     net = mask_policy(model, policy, **kwargs)
     mask = {g: list(map(int, idx)) for g, idx in net.prunegym_mask.items()}
     info = model_info(model)
-    applied = replace(policy, round_to=policy.round_to if round_to is None else int(round_to), criterion=criterion,
-                      input_shape=shape, model=policy.model or (info.name if info else ""))  # fmt: skip
+    applied = replace(
+        policy,
+        round_to=policy.round_to if round_to is None else int(round_to),
+        criterion=criterion,
+        input_shape=shape,
+        model=policy.model or (info.name if info else ""),
+    )
     extra = {"input_shape": list(shape), "mask": mask, "planned_policy": applied.to_dict()}
     return net, applied, extra
 
@@ -103,8 +113,7 @@ def prune_model(
     if mode == "dense":
         net, applied, record, extra, dense_stats = _dense(model, policy, shape=shape, kwargs=kwargs)
     else:
-        net, applied, extra = _masked(model, policy, shape=shape, criterion=criterion, round_to=round_to,
-                                      kwargs=kwargs)  # fmt: skip
+        net, applied, extra = _masked(model, policy, shape=shape, criterion=criterion, round_to=round_to, kwargs=kwargs)
         record = None
     base_acc = acc = None
     note = ""
@@ -112,15 +121,25 @@ def prune_model(
         base_acc = val_accuracy(model, data, batch_size=batch_size)
         recalibrated(net, data, images=bn_recalib_images, seed=seed)
         acc = val_accuracy(net, data, batch_size=batch_size)
-        note = (f"top-1 on {len(data.val_y)} val images (carved from the training set); compressed after BatchNorm "
-                f"re-calibration on {bn_recalib_images} training images, before finetuning")  # fmt: skip
+        note = (
+            f"top-1 on {len(data.val_y)} val images (carved from the training set); compressed after BatchNorm "
+            f"re-calibration on {bn_recalib_images} training images, before finetuning"
+        )
     if mode == "masked":
         dense_stats = model_stats(transform(net, input_shape=shape).model, input_shape=shape)
         note = (note + "; " if note else "") + "weights/operations of the masked model after `prunegym transform`"
-    summary = summarize(baseline=model, compressed=dense_stats, input_shape=shape, baseline_accuracy=base_acc,
-                        compressed_accuracy=acc, accuracy_note=note)  # fmt: skip
-    metrics = {"macs_ratio": summary.compressed_macs / summary.baseline_macs,
-               "params_ratio": summary.compressed_params / summary.baseline_params}  # fmt: skip
+    summary = summarize(
+        baseline=model,
+        compressed=dense_stats,
+        input_shape=shape,
+        baseline_accuracy=base_acc,
+        compressed_accuracy=acc,
+        accuracy_note=note,
+    )
+    metrics = {
+        "macs_ratio": summary.compressed_macs / summary.baseline_macs,
+        "params_ratio": summary.compressed_params / summary.baseline_params,
+    }
     applied = applied.with_metrics(**metrics)
     if acc is not None:
         applied = replace(applied, accuracy=acc)

@@ -65,8 +65,11 @@ class Plan:
         Returns:
             The policy.
         """
-        metrics = {"ana_threshold": self.threshold, "predicted_macs_ratio": self.macs / self.base_macs,
-                   "predicted_params_ratio": self.params / self.base_params}  # fmt: skip
+        metrics = {
+            "ana_threshold": self.threshold,
+            "predicted_macs_ratio": self.macs / self.base_macs,
+            "predicted_params_ratio": self.params / self.base_params,
+        }
         meta = {"source": "ana", **meta, "metrics": {**metrics, **dict(meta.get("metrics") or {})}}
         return Policy(ratios={g: r for g, r in self.ratios.items() if r > 0}, **meta)
 
@@ -138,8 +141,16 @@ def _plan(sens: Sensitivity, table: CostTable, threshold: float, *, round_to: in
         r = ratios[g]
         j = max(i for i, x in enumerate(xs) if x <= r + 1e-12)
         loss[g] = ys[j] if j + 1 == len(xs) else ys[j] + (r - xs[j]) / (xs[j + 1] - xs[j]) * (ys[j + 1] - ys[j])
-    return Plan(ratios=ratios, threshold=threshold, macs=macs, params=params, base_macs=table.macs,
-                base_params=table.params, predicted_loss=loss, rule=rule)  # fmt: skip
+    return Plan(
+        ratios=ratios,
+        threshold=threshold,
+        macs=macs,
+        params=params,
+        base_macs=table.macs,
+        base_params=table.params,
+        predicted_loss=loss,
+        rule=rule,
+    )
 
 
 def plan_for_threshold(sens: Sensitivity, table: CostTable, *, threshold: float, round_to: int = 1) -> Plan:
@@ -183,8 +194,18 @@ def plan_for_rate(sens: Sensitivity, table: CostTable, *, rate: float, round_to:
         raise PolicyError(f"rate {rate} is outside (0, 1); use the fraction of MACs to remove, e.g. 0.5")
     _check_groups(sens, table)
     target = (1.0 - rate) * table.macs
-    hi = max([TIE_SLOPE * 2] + [y + TIE_SLOPE * x for g in sens.groups if g in table.channels
-                                for x, y in zip(*envelope(sens, g), strict=True)]) + 1e-9  # fmt: skip
+    hi = (
+        max(
+            [TIE_SLOPE * 2]
+            + [
+                y + TIE_SLOPE * x
+                for g in sens.groups
+                if g in table.channels
+                for x, y in zip(*envelope(sens, g), strict=True)
+            ]
+        )
+        + 1e-9
+    )
     best = _plan(sens, table, hi, round_to=round_to, rule="rate")
     if best.macs > target:
         raise PolicyError(
@@ -200,6 +221,10 @@ def plan_for_rate(sens: Sensitivity, table: CostTable, *, rate: float, round_to:
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if _plan(sens, table, mid, round_to=round_to, rule="rate").macs <= target else (mid, hi)
     plan = _plan(sens, table, hi, round_to=round_to, rule="rate")
-    log.info("ana plan: threshold %.4f points → %.2f%% of the MACs removed (target %.2f%%)", hi,
-             100 * plan.macs_removed, 100 * rate)  # fmt: skip
+    log.info(
+        "ana plan: threshold %.4f points → %.2f%% of the MACs removed (target %.2f%%)",
+        hi,
+        100 * plan.macs_removed,
+        100 * rate,
+    )
     return replace(plan, threshold=hi)

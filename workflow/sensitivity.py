@@ -149,8 +149,15 @@ def _cell(evaluator: Evaluator, group: str, ratio: float) -> dict[str, Any]:
     except PolicyError as exc:
         log.info("ana: %s at %s not applicable: %s", group, ratio, exc)
         return {"accuracy": None, "error": str(exc), "cached": False}
-    return {"accuracy": ev.accuracy, "top5": ev.top5, "macs": ev.macs, "params": ev.params, "kept": list(ev.kept),
-            "seconds": round(sum(ev.seconds.values()), 3), "cached": ev.cached}  # fmt: skip
+    return {
+        "accuracy": ev.accuracy,
+        "top5": ev.top5,
+        "macs": ev.macs,
+        "params": ev.params,
+        "kept": list(ev.kept),
+        "seconds": round(sum(ev.seconds.values()), 3),
+        "cached": ev.cached,
+    }
 
 
 def _finished_cells(path: Path, key: str) -> dict[tuple[str, float], dict[str, Any]]:
@@ -291,9 +298,16 @@ def csv_text(result: Sensitivity) -> str:
     for g in result.groups:
         for i, r in enumerate(result.ratios):
             acc, macs, drop = result.accuracy[g][i], result.macs[g][i], result.drop(g, i)
-            writer.writerow([g, r, "" if acc is None else f"{acc:.4f}", "" if drop is None else f"{drop:.4f}",
-                             "" if macs is None else macs,
-                             "" if macs is None else f"{macs / result.base_macs:.6f}"])  # fmt: skip
+            writer.writerow(
+                [
+                    g,
+                    r,
+                    "" if acc is None else f"{acc:.4f}",
+                    "" if drop is None else f"{drop:.4f}",
+                    "" if macs is None else macs,
+                    "" if macs is None else f"{macs / result.base_macs:.6f}",
+                ]
+            )
     return buf.getvalue()
 
 

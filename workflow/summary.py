@@ -72,11 +72,19 @@ class Summary:
         )
         return [
             acc,
-            ("Weights", human(self.baseline_params), human(self.compressed_params),
-             _relative(self.baseline_params, self.compressed_params)),
-            ("Operations", human(self.baseline_ops), human(self.compressed_ops),
-             _relative(self.baseline_ops, self.compressed_ops)),
-        ]  # fmt: skip
+            (
+                "Weights",
+                human(self.baseline_params),
+                human(self.compressed_params),
+                _relative(self.baseline_params, self.compressed_params),
+            ),
+            (
+                "Operations",
+                human(self.baseline_ops),
+                human(self.compressed_ops),
+                _relative(self.baseline_ops, self.compressed_ops),
+            ),
+        ]
 
     def table(self, *, title: str = "Summary") -> Table:
         """The summary as a rich table (the CLI prints it).

@@ -168,8 +168,13 @@ def apply_policy(
     net = copy_model(model)
     prune_in_place(net, pol, input_shape=input_shape, criterion=criterion, round_to=rt, calib=calib, original=model)
     info = model_info(model)
-    pol = replace(pol, round_to=rt, criterion=criterion, input_shape=tuple(input_shape),
-                  model=pol.model or (info.name if info else ""))  # fmt: skip
+    pol = replace(
+        pol,
+        round_to=rt,
+        criterion=criterion,
+        input_shape=tuple(input_shape),
+        model=pol.model or (info.name if info else ""),
+    )
     net.prunegym_policy = pol.to_dict()  # type: ignore[assignment]
     return net
 

@@ -122,10 +122,22 @@ def table_of(traced: Traced, groups: Sequence[PrunableGroup]) -> CostTable:
             kk = la.kernel[0] * la.kernel[1] if conv else 1
             spatial = la.macs // max(1, la.out_channels * (la.in_channels // la.groups) * kk)
             layers.append(
-                LayerCost(name, "conv" if conv else "linear", la.macs, own, la.out_channels, la.in_channels, kk,
-                          spatial, getattr(mod, "bias", None) is not None, is_depthwise(mod), la.groups,
-                          out_of.get(name), tuple(in_of.get(name, {}).items()))
-            )  # fmt: skip
+                LayerCost(
+                    name,
+                    "conv" if conv else "linear",
+                    la.macs,
+                    own,
+                    la.out_channels,
+                    la.in_channels,
+                    kk,
+                    spatial,
+                    getattr(mod, "bias", None) is not None,
+                    is_depthwise(mod),
+                    la.groups,
+                    out_of.get(name),
+                    tuple(in_of.get(name, {}).items()),
+                )
+            )
         elif own and name in out_of:
             kind = "norm" if isinstance(mod, nn.modules.batchnorm._BatchNorm) else "other"
             feats = out_of[name][1]

@@ -262,9 +262,14 @@ def mask_keeper(
 def _bn_at_zero(mod: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """The BatchNorm's (eval-mode) output for a zero input, per channel."""
     return F.batch_norm(
-        torch.zeros(1, mod.num_features, device=mod.running_mean.device), mod.running_mean,
-        mod.running_var, mod.weight, mod.bias, training=False, eps=mod.eps,
-    )[0].cpu()  # fmt: skip
+        torch.zeros(1, mod.num_features, device=mod.running_mean.device),
+        mod.running_mean,
+        mod.running_var,
+        mod.weight,
+        mod.bias,
+        training=False,
+        eps=mod.eps,
+    )[0].cpu()
 
 
 @torch.no_grad()
@@ -300,8 +305,10 @@ def _dead_channels(members: Sequence[Member], n: int) -> tuple[list[int], list[i
                 bn_killed[roots] = False
                 continue
             bn_at_zero[roots[_bn_at_zero(mod)[rows] != 0]] = False
-            killed = ((mod.weight.detach()[rows.to(mod.weight.device)] == 0)
-                      & (mod.bias.detach()[rows.to(mod.weight.device)] == 0)).cpu()  # fmt: skip
+            killed = (
+                (mod.weight.detach()[rows.to(mod.weight.device)] == 0)
+                & (mod.bias.detach()[rows.to(mod.weight.device)] == 0)
+            ).cpu()
             bn_killed[roots[~killed]] = False
         else:  # a producer we cannot reason about
             filt_zero[roots] = False
@@ -320,8 +327,10 @@ def _candidates(traced: Traced, name: str, n: int, constant: dict[str, int]) -> 
         constant[name] = len(const)
         log.info(
             "transform: group '%s': %d zero-filter channels have a nonzero constant output after BatchNorm; "
-            "kept (removing them is not exact where the next layer zero-pads)", name, len(const),
-        )  # fmt: skip
+            "kept (removing them is not exact where the next layer zero-pads)",
+            name,
+            len(const),
+        )
     if len(dead) == n:
         log.info(
             "transform: group '%s' is entirely dead; keeping channel %d so the model stays connected", name, dead[0]
@@ -340,8 +349,12 @@ def _remove_checked(traced: Traced, name: str, dead: list[int], x: torch.Tensor,
     diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
     if diff > tol:
         restore(snaps)
-        log.info("transform: group '%s' kept whole: removing its %d zero channels moves the outputs by %.3g",
-                 name, len(dead), diff)  # fmt: skip
+        log.info(
+            "transform: group '%s' kept whole: removing its %d zero channels moves the outputs by %.3g",
+            name,
+            len(dead),
+            diff,
+        )
         return False
     return True
 
@@ -384,9 +397,13 @@ def transform(model: nn.Module, *, input_shape: tuple[int, int, int], atol: floa
     net.train(training)
     info = model_info(model)
     policy = Policy(
-        ratios=ratios, source="transform", model=info.name if info else "", round_to=1,
-        input_shape=tuple(input_shape), criterion="masked",
-    )  # fmt: skip
+        ratios=ratios,
+        source="transform",
+        model=info.name if info else "",
+        round_to=1,
+        input_shape=tuple(input_shape),
+        criterion="masked",
+    )
     net.prunegym_policy = policy.to_dict()  # type: ignore[assignment]
     log.info(
         "transform: removed %d channels in %d groups (max abs diff %.3g)", sum(removed.values()), len(removed), final

@@ -60,8 +60,9 @@ def _layer_entries(
         UserError: a linear layer with a non-flat input, or no conv/linear layer at all.
     """
     channels = dict(costs.channels)
-    counts = {g: group_counts(n, round_to=config.round_to, max_ratio=config.max_ratio, name=g)
-              for g, n in channels.items()}  # fmt: skip
+    counts = {
+        g: group_counts(n, round_to=config.round_to, max_ratio=config.max_ratio, name=g) for g, n in channels.items()
+    }
     entries: list[LayerEntry] = []
     sigs: dict[str, dict[str, Any]] = {}
     for la in costs.layers:
@@ -82,9 +83,19 @@ def _layer_entries(
         diagonal = bool(la.depthwise)  # a depthwise conv has as many input channels as output channels
         if diagonal:
             in_vals = out_vals
-        entries.append(LayerEntry(la.name, key, la.in_features, la.out_features, tuple(la.in_groups), out_g,
-                                  thin_axis(in_vals, config.grid_step), thin_axis(out_vals, config.grid_step),
-                                  diagonal))  # fmt: skip
+        entries.append(
+            LayerEntry(
+                la.name,
+                key,
+                la.in_features,
+                la.out_features,
+                tuple(la.in_groups),
+                out_g,
+                thin_axis(in_vals, config.grid_step),
+                thin_axis(out_vals, config.grid_step),
+                diagonal,
+            )
+        )
     if not entries:
         raise UserError("the model has no conv/linear layer to profile")
     return entries, sigs
@@ -108,28 +119,46 @@ def _resume(partial: Path | None, header: Mapping[str, Any], measured: Points) -
 
 
 def _time_chunk(
-    sig: Mapping[str, Any], chunk: Sequence[tuple[int, int]], *, config: TableBuildConfig, latency: LatencyConfig,
+    sig: Mapping[str, Any],
+    chunk: Sequence[tuple[int, int]],
+    *,
+    config: TableBuildConfig,
+    latency: LatencyConfig,
     clock: str,
-) -> list[float]:  # fmt: skip
+) -> list[float]:
     """Median ms on ``clock`` of the micro graphs of ``sig`` at each (cin, cout) of ``chunk``, interleaved."""
     graphs, shapes = [], []
     for cin, cout in chunk:
         net, shape = micro_graph(sig, cin, cout)
         graphs.append(export_micro_graph(net, shape))
         shapes.append(shape)
-    cfg = LatencyConfig(provider=latency.provider, intra_op_threads=latency.intra_op_threads,
-                        inter_op_threads=latency.inter_op_threads, batch_size=latency.batch_size,
-                        warmup=config.warmup, repeats=config.repeats,
-                        graph_optimization=latency.graph_optimization, seed=latency.seed)  # fmt: skip
+    cfg = LatencyConfig(
+        provider=latency.provider,
+        intra_op_threads=latency.intra_op_threads,
+        inter_op_threads=latency.inter_op_threads,
+        batch_size=latency.batch_size,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        graph_optimization=latency.graph_optimization,
+        seed=latency.seed,
+    )
     times = measure_interleaved(graphs, input_shapes=shapes, config=cfg, rounds=config.rounds)
     return [float(ms) for ms in times.median(clock)]
 
 
 def _profile(
-    entries: Sequence[LayerEntry], sigs: Mapping[str, Mapping[str, Any]], measured: Points, *,
-    calib: Calibration, config: TableBuildConfig, latency: LatencyConfig, clock: str, header: Mapping[str, Any],
-    partial: Path | None, progress: Progress | None,
-) -> int:  # fmt: skip
+    entries: Sequence[LayerEntry],
+    sigs: Mapping[str, Mapping[str, Any]],
+    measured: Points,
+    *,
+    calib: Calibration,
+    config: TableBuildConfig,
+    latency: LatencyConfig,
+    clock: str,
+    header: Mapping[str, Any],
+    partial: Path | None,
+    progress: Progress | None,
+) -> int:
     """Time every (cin, cout) not in ``measured`` yet, chunk by chunk, saving ``partial`` after each chunk.
 
     The calibration models' rounds are spread over the chunks, so that both see the same (shared) machine.
@@ -148,13 +177,19 @@ def _profile(
     if progress is not None:
         progress("layers", done, total)
     for key, chunk in chunks:
-        for point, ms in zip(chunk, _time_chunk(sigs[key], chunk, config=config, latency=latency, clock=clock),
-                             strict=True):  # fmt: skip
+        for point, ms in zip(
+            chunk, _time_chunk(sigs[key], chunk, config=config, latency=latency, clock=clock), strict=True
+        ):
             measured[key][point] = ms
         done += len(chunk)
         if partial is not None:
-            write_json(partial, {"header": header, "points": {k: [[i, o, ms] for (i, o), ms in v.items()]
-                                                              for k, v in measured.items()}})  # fmt: skip
+            write_json(
+                partial,
+                {
+                    "header": header,
+                    "points": {k: [[i, o, ms] for (i, o), ms in v.items()] for k, v in measured.items()},
+                },
+            )
         if progress is not None:
             progress("layers", done, total)
         calib.run(per_chunk)
@@ -202,33 +237,66 @@ def build_latency_table(
     arch = architecture_hash(model, input_shape=input_shape)
     clock = resolve_clock(config.clock, config=latency)
     block = nchwc_block(device["provider"])
-    search = {"round_to": config.round_to, "max_ratio": config.max_ratio, "grid_step": config.grid_step,
-              "repeats": config.repeats, "rounds": config.rounds, "mode": config.mode, "clock": clock,
-              "align_block": block}  # fmt: skip
+    search = {
+        "round_to": config.round_to,
+        "max_ratio": config.max_ratio,
+        "grid_step": config.grid_step,
+        "repeats": config.repeats,
+        "rounds": config.rounds,
+        "mode": config.mode,
+        "clock": clock,
+        "align_block": block,
+    }
     header = {"arch_hash": arch, "device": device, "search": search}
     measured: Points = {k: {} for k in sigs}
     partial = partial_path(Path(out)) if out is not None else None
     _resume(partial, header, measured)
     t_prepare = time.perf_counter()
-    calib = Calibration(model=model, channels=channels, input_shape=input_shape, config=config, latency=latency,
-                        block=block, progress=progress)  # fmt: skip
+    calib = Calibration(
+        model=model,
+        channels=channels,
+        input_shape=input_shape,
+        config=config,
+        latency=latency,
+        block=block,
+        progress=progress,
+    )
     t_prepare = time.perf_counter() - t_prepare
     t_profile = time.perf_counter()
-    total = _profile(entries, sigs, measured, calib=calib, config=config, latency=latency, clock=clock,
-                     header=header, partial=partial, progress=progress)  # fmt: skip
+    total = _profile(
+        entries,
+        sigs,
+        measured,
+        calib=calib,
+        config=config,
+        latency=latency,
+        clock=clock,
+        header=header,
+        partial=partial,
+        progress=progress,
+    )
     for key in sigs:
         sigs[key]["points"] = measured[key]
     t_profile = time.perf_counter() - t_profile
     info = model_info(model)
     table = LatencyTable(
-        model={"name": model_name(model), "arch_hash": arch, "input_shape": list(input_shape),
-               "num_classes": info.num_classes if info else None,
-               "in_channels": info.in_channels if info else int(input_shape[0])},
-        device=device, search=search, groups=channels, layers=tuple(entries), signatures=sigs,
+        model={
+            "name": model_name(model),
+            "arch_hash": arch,
+            "input_shape": list(input_shape),
+            "num_classes": info.num_classes if info else None,
+            "in_channels": info.in_channels if info else int(input_shape[0]),
+        },
+        device=device,
+        search=search,
+        groups=channels,
+        layers=tuple(entries),
+        signatures=sigs,
         calibration={},
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), build_seconds=0.0,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        build_seconds=0.0,
         source=dict(source or {}),
-    )  # fmt: skip
+    )
     table = calib.fit(table)
     seconds = time.perf_counter() - start
     timing = {"prepare_seconds": round(t_prepare, 2), "profile_seconds": round(t_profile, 2)}

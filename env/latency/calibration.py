@@ -58,8 +58,9 @@ def random_policies(
     """
     rng = np.random.default_rng(seed)
     names = list(groups)
-    return [{g: float(r) for g, r in zip(names, rng.uniform(0.0, max_ratio, len(names)), strict=True)}
-            for _ in range(count)]  # fmt: skip
+    return [
+        {g: float(r) for g, r in zip(names, rng.uniform(0.0, max_ratio, len(names)), strict=True)} for _ in range(count)
+    ]
 
 
 def calibration_policies(
@@ -151,8 +152,14 @@ def fit_two(aligned: np.ndarray, other: np.ndarray, y: np.ndarray) -> dict[str, 
         (c, sa, so), *_ = np.linalg.lstsq(design, y, rcond=None)
         if _SLOPES[0] <= sa <= _SLOPES[1] and _SLOPES[0] <= so <= _SLOPES[1]:
             r2, mape = _r2_mape(c + sa * aligned + so * other, y)
-            return {"method": "two-slope", "intercept": float(c), "slope_aligned": float(sa),
-                    "slope_other": float(so), "r2": r2, "mape_pct": mape}  # fmt: skip
+            return {
+                "method": "two-slope",
+                "intercept": float(c),
+                "slope_aligned": float(sa),
+                "slope_other": float(so),
+                "r2": r2,
+                "mape_pct": mape,
+            }
         log.warning("calibration slopes %.3f/%.3f are implausible; fitting one line", sa, so)
     return fit_line(total, y)
 
@@ -178,11 +185,20 @@ class Calibration:
         progress: called with ("prepare", done, total) while exporting and ("calibration", ...) per round.
     """
 
-    def __init__(self, *, model: nn.Module, channels: Mapping[str, int], input_shape: Sequence[int],
-                 config: TableBuildConfig, latency: LatencyConfig, block: int,
-                 progress: Progress | None) -> None:  # fmt: skip
-        self.policies = calibration_policies(channels, count=max(1, config.calib_policies),
-                                             max_ratio=config.max_ratio, seed=config.seed, block=block)  # fmt: skip
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        channels: Mapping[str, int],
+        input_shape: Sequence[int],
+        config: TableBuildConfig,
+        latency: LatencyConfig,
+        block: int,
+        progress: Progress | None,
+    ) -> None:
+        self.policies = calibration_policies(
+            channels, count=max(1, config.calib_policies), max_ratio=config.max_ratio, seed=config.seed, block=block
+        )
         self.config = config
         self.progress = progress
         graphs = []
@@ -191,13 +207,19 @@ class Calibration:
             graphs.append(export_model_bytes(net, input_shape))
             if progress is not None:
                 progress("prepare", i + 1, len(self.policies))
-        cfg = LatencyConfig(provider=latency.provider, intra_op_threads=latency.intra_op_threads,
-                            inter_op_threads=latency.inter_op_threads, batch_size=latency.batch_size,
-                            warmup=latency.warmup, graph_optimization=latency.graph_optimization,
-                            seed=latency.seed)  # fmt: skip
+        cfg = LatencyConfig(
+            provider=latency.provider,
+            intra_op_threads=latency.intra_op_threads,
+            inter_op_threads=latency.inter_op_threads,
+            batch_size=latency.batch_size,
+            warmup=latency.warmup,
+            graph_optimization=latency.graph_optimization,
+            seed=latency.seed,
+        )
         per_round = max(1, math.ceil(config.calib_repeats / config.calib_rounds))
-        self.timer = Interleaved(graphs, input_shapes=[tuple(input_shape)] * len(graphs), config=cfg,
-                                 per_round=per_round)  # fmt: skip
+        self.timer = Interleaved(
+            graphs, input_shapes=[tuple(input_shape)] * len(graphs), config=cfg, per_round=per_round
+        )
 
     @property
     def rounds(self) -> int:
@@ -220,15 +242,23 @@ class Calibration:
         raw = LayerSums(table, group_order=tuple(table.groups), monotone=False, block=block)
         rows, sums_mono, sums_a, sums_o = [], [], [], []
         for name, pol, ms in zip(_policy_names(len(self.policies), block), self.policies, y, strict=True):
-            kept = tuple(kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g)
-                         for g in table.groups)  # fmt: skip
+            kept = tuple(
+                kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g) for g in table.groups
+            )
             m = sum(mono.sums(kept))
             a, o = raw.sums(kept)
             sums_mono.append(m)
             sums_a.append(a)
             sums_o.append(o)
-            rows.append({"policy": name, "measured_ms": round(float(ms), 5), "sum_monotone_ms": round(m, 5),
-                         "sum_aligned_ms": round(a, 5), "sum_other_ms": round(o, 5)})  # fmt: skip
+            rows.append(
+                {
+                    "policy": name,
+                    "measured_ms": round(float(ms), 5),
+                    "sum_monotone_ms": round(m, 5),
+                    "sum_aligned_ms": round(a, 5),
+                    "sum_other_ms": round(o, 5),
+                }
+            )
         cal: dict[str, Any] = {
             "default": self.config.mode,
             "monotone": {**fit_line(np.array(sums_mono), y), "cap_ms": round(float(y[0]), 5)},
@@ -240,7 +270,12 @@ class Calibration:
         }
         for mode in MODES:
             f = cal[mode]
-            log.info("calibration (%s) on %d models: %s, R² %.3f, MAPE %.2f%%", mode, len(y),
-                     ", ".join(f"{k} {v:.4f}" for k, v in f.items() if k.startswith(("intercept", "slope"))), f["r2"],
-                     f["mape_pct"])  # fmt: skip
+            log.info(
+                "calibration (%s) on %d models: %s, R² %.3f, MAPE %.2f%%",
+                mode,
+                len(y),
+                ", ".join(f"{k} {v:.4f}" for k, v in f.items() if k.startswith(("intercept", "slope"))),
+                f["r2"],
+                f["mape_pct"],
+            )
         return replace(table, calibration=cal)

@@ -18,8 +18,14 @@ from prunegym.env.latency.table import LatencyTable
 
 __all__ = ["LatencyCheck", "check_latency_table"]
 
-_MODE_METRICS = ("mape_pct", "spearman", "bias_pct", "mape_drift_corrected_pct", "unpruned_predicted_ms",
-                 "unpruned_measured_ms")  # fmt: skip
+_MODE_METRICS = (
+    "mape_pct",
+    "spearman",
+    "bias_pct",
+    "mape_drift_corrected_pct",
+    "unpruned_predicted_ms",
+    "unpruned_measured_ms",
+)
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -40,8 +46,9 @@ def _split_half(times: InterleavedTimes, clock: str) -> float:
     return _spearman(even, odd)
 
 
-def _agreement(predicted: np.ndarray, times: InterleavedTimes, clock: str, *, build_ref: float | None,
-               predicted_ref: float) -> dict[str, float]:  # fmt: skip
+def _agreement(
+    predicted: np.ndarray, times: InterleavedTimes, clock: str, *, build_ref: float | None, predicted_ref: float
+) -> dict[str, float]:
     """Error metrics of ``predicted`` against one clock's medians, that measurement's noise, and the drift.
 
     Model 0 of ``times`` is the unpruned reference, the rest the policies; ``build_ref`` is the unpruned
@@ -54,14 +61,22 @@ def _agreement(predicted: np.ndarray, times: InterleavedTimes, clock: str, *, bu
     cv = np.std(rounds, axis=1, ddof=1) / np.median(rounds, axis=1) if rounds.shape[1] > 1 else np.zeros(len(m))
     drift = ref / build_ref if build_ref else float("nan")
     corrected = (predicted * drift - m) / m
-    return {"mape_pct": float(np.mean(np.abs(err)) * 100), "spearman": _spearman(predicted, m),
-            "pearson": float(np.corrcoef(predicted, m)[0, 1]) if len(m) >= 3 else float("nan"),
-            "max_abs_error_ms": float(np.max(np.abs(predicted - m))), "max_error_pct": float(np.max(np.abs(err)) * 100),
-            "bias_pct": float(np.mean(err) * 100), "noise_pct": float(np.median(cv) * 100),
-            "split_half_spearman": _split_half(times, clock), "measured_min_ms": float(np.min(m)),
-            "measured_max_ms": float(np.max(m)), "unpruned_measured_ms": ref,
-            "unpruned_predicted_ms": float(predicted_ref), "drift_since_build_pct": (drift - 1.0) * 100,
-            "mape_drift_corrected_pct": float(np.mean(np.abs(corrected)) * 100)}  # fmt: skip
+    return {
+        "mape_pct": float(np.mean(np.abs(err)) * 100),
+        "spearman": _spearman(predicted, m),
+        "pearson": float(np.corrcoef(predicted, m)[0, 1]) if len(m) >= 3 else float("nan"),
+        "max_abs_error_ms": float(np.max(np.abs(predicted - m))),
+        "max_error_pct": float(np.max(np.abs(err)) * 100),
+        "bias_pct": float(np.mean(err) * 100),
+        "noise_pct": float(np.median(cv) * 100),
+        "split_half_spearman": _split_half(times, clock),
+        "measured_min_ms": float(np.min(m)),
+        "measured_max_ms": float(np.max(m)),
+        "unpruned_measured_ms": ref,
+        "unpruned_predicted_ms": float(predicted_ref),
+        "drift_since_build_pct": (drift - 1.0) * 100,
+        "mape_drift_corrected_pct": float(np.mean(np.abs(corrected)) * 100),
+    }
 
 
 @dataclass(frozen=True)
@@ -104,29 +119,46 @@ class LatencyCheck:
 
     def summary(self) -> dict[str, Any]:
         """The metrics without the per-policy rows (rounded)."""
-        return {"policies": len(self.policies), "clock": self.clock, "mode": self.mode, "rounds": self.rounds,
-                "runs_per_round": self.runs_per_round,
-                "metrics": {c: {k: round(v, 4) for k, v in m.items()} for c, m in self.metrics.items()},
-                "modes": {md: {k: round(v, 4) for k, v in m.items()} for md, m in self.modes.items()},
-                "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}  # fmt: skip
+        return {
+            "policies": len(self.policies),
+            "clock": self.clock,
+            "mode": self.mode,
+            "rounds": self.rounds,
+            "runs_per_round": self.runs_per_round,
+            "metrics": {c: {k: round(v, 4) for k, v in m.items()} for c, m in self.metrics.items()},
+            "modes": {md: {k: round(v, 4) for k, v in m.items()} for md, m in self.modes.items()},
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """:meth:`summary` plus one row per policy (its ratios, predictions and measurements)."""
         rows = []
         for i, (p, a) in enumerate(zip(self.policies, self.predicted_ms, strict=True)):
-            rows.append({"policy": {g: round(r, 4) for g, r in p.items()}, "predicted_ms": round(a, 5),
-                         **{f"predicted_{md}_ms": round(v[i], 5) for md, v in self.mode_predicted_ms.items()},
-                         **{f"measured_{c}_ms": round(v[i], 5) for c, v in self.measured_ms.items()}})  # fmt: skip
+            rows.append(
+                {
+                    "policy": {g: round(r, 4) for g, r in p.items()},
+                    "predicted_ms": round(a, 5),
+                    **{f"predicted_{md}_ms": round(v[i], 5) for md, v in self.mode_predicted_ms.items()},
+                    **{f"measured_{c}_ms": round(v[i], 5) for c, v in self.measured_ms.items()},
+                }
+            )
         return {**self.summary(), "rows": rows}
 
 
-def _export_candidates(model: nn.Module, policies: Sequence[Mapping[str, float]], *, input_shape: Sequence[int],
-                       round_to: int, progress: Progress | None) -> list[bytes]:  # fmt: skip
+def _export_candidates(
+    model: nn.Module,
+    policies: Sequence[Mapping[str, float]],
+    *,
+    input_shape: Sequence[int],
+    round_to: int,
+    progress: Progress | None,
+) -> list[bytes]:
     """The unpruned model, then each policy's pruned model, as serialized ONNX."""
     graphs = [export_model_bytes(model, input_shape)]  # the unpruned reference
     for i, pol in enumerate(policies):
-        graphs.append(export_model_bytes(prune_model(model, pol, input_shape=input_shape, round_to=round_to),
-                                         input_shape))  # fmt: skip
+        graphs.append(
+            export_model_bytes(prune_model(model, pol, input_shape=input_shape, round_to=round_to), input_shape)
+        )
         if progress is not None:
             progress("prune", i + 1, len(policies))
     return graphs
@@ -135,20 +167,30 @@ def _export_candidates(model: nn.Module, policies: Sequence[Mapping[str, float]]
 def _table_latency(table: LatencyTable) -> LatencyConfig:
     """The provider, threads, batch and graph optimization the table was profiled with."""
     dev = table.device
-    return LatencyConfig(provider=str(dev["provider"]), intra_op_threads=int(dev["threads"]),
-                         batch_size=int(dev["batch_size"]),
-                         graph_optimization=str(dev.get("graph_optimization", "all")))  # fmt: skip
+    return LatencyConfig(
+        provider=str(dev["provider"]),
+        intra_op_threads=int(dev["threads"]),
+        batch_size=int(dev["batch_size"]),
+        graph_optimization=str(dev.get("graph_optimization", "all")),
+    )
 
 
-def _compare_modes(predictor: PredictedLatency, policies: Sequence[Mapping[str, float]], times: InterleavedTimes,
-                   clock: str, *, build_ref: float | None) -> tuple[dict[str, dict[str, float]],
-                                                                    dict[str, tuple[float, ...]]]:  # fmt: skip
+def _compare_modes(
+    predictor: PredictedLatency,
+    policies: Sequence[Mapping[str, float]],
+    times: InterleavedTimes,
+    clock: str,
+    *,
+    build_ref: float | None,
+) -> tuple[dict[str, dict[str, float]], dict[str, tuple[float, ...]]]:
     """Each prediction mode's key metrics on ``clock`` and its predictions of ``policies``."""
     modes, mode_pred = {}, {}
     for md in MODES:
-        other = predictor if md == predictor.mode else PredictedLatency(table=predictor.table,
-                                                                       group_order=predictor.group_order,
-                                                                       mode=md)  # fmt: skip
+        other = (
+            predictor
+            if md == predictor.mode
+            else PredictedLatency(table=predictor.table, group_order=predictor.group_order, mode=md)
+        )
         pm = np.array([other.predict(p) for p in policies])
         mode_pred[md] = tuple(float(v) for v in pm)
         met = _agreement(pm, times, clock, build_ref=build_ref, predicted_ref=other.baseline_ms)
@@ -203,21 +245,31 @@ def check_latency_table(
     t_prune = time.perf_counter() - t
     cfg = latency or _table_latency(table)
     t = time.perf_counter()
-    times = measure_interleaved(graphs, input_shapes=[input_shape] * len(graphs), config=cfg, rounds=rounds,
-                                repeats=repeats,
-                                progress=(lambda d, n: progress("measure", d, n)) if progress else None)  # fmt: skip
+    times = measure_interleaved(
+        graphs,
+        input_shapes=[input_shape] * len(graphs),
+        config=cfg,
+        rounds=rounds,
+        repeats=repeats,
+        progress=(lambda d, n: progress("measure", d, n)) if progress else None,
+    )
     t_measure = time.perf_counter() - t
     clocks = (clock, "wall") if clock == "cpu" else (clock,)
     build_ref = table.calibration.get("measured_baseline_ms")
     modes, mode_pred = _compare_modes(predictor, pols, times, clock, build_ref=build_ref)
     return LatencyCheck(
-        clock=clock, mode=predictor.mode, policies=tuple(pols), predicted_ms=tuple(float(v) for v in predicted),
-        modes=modes, mode_predicted_ms=mode_pred,
+        clock=clock,
+        mode=predictor.mode,
+        policies=tuple(pols),
+        predicted_ms=tuple(float(v) for v in predicted),
+        modes=modes,
+        mode_predicted_ms=mode_pred,
         measured_ms={c: tuple(float(v) for v in times.median(c)[1:]) for c in clocks},
         round_ms={c: tuple(tuple(float(x) for x in r) for r in times.round_medians(c)[1:]) for c in clocks},
-        metrics={c: _agreement(predicted, times, c, build_ref=build_ref, predicted_ref=predictor.baseline_ms)
-                 for c in clocks}, rounds=rounds,
+        metrics={
+            c: _agreement(predicted, times, c, build_ref=build_ref, predicted_ref=predictor.baseline_ms) for c in clocks
+        },
+        rounds=rounds,
         runs_per_round=int(times.wall_ms.shape[2]),
-        seconds={"predict": t_pred, "prune+export": t_prune, "measure": t_measure,
-                 "total": time.perf_counter() - t0},
-    )  # fmt: skip
+        seconds={"predict": t_pred, "prune+export": t_prune, "measure": t_measure, "total": time.perf_counter() - t0},
+    )

@@ -79,8 +79,13 @@ class MeasuredLatency:
         self.config = config
         self._cache: dict[tuple[int, ...], float] = {}
         self.baseline_ms = measure_model_latency(base_model, input_shape=self.input_shape, config=config).median_ms
-        log.info("baseline latency %.3f ms (%s, %d thread(s), batch %d)", self.baseline_ms, config.provider,
-                 config.intra_op_threads, config.batch_size)  # fmt: skip
+        log.info(
+            "baseline latency %.3f ms (%s, %d thread(s), batch %d)",
+            self.baseline_ms,
+            config.provider,
+            config.intra_op_threads,
+            config.batch_size,
+        )
 
     def latency_ms(self, *, model: nn.Module | None, ratios: Mapping[str, float], kept: tuple[int, ...]) -> float:
         """The measured median latency (ms) of a candidate, cached by its kept channel counts.

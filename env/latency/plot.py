@@ -35,8 +35,16 @@ def plot_check(check: LatencyCheck, path: Path | str, *, title: str = "") -> Pat
         se = np.std(rounds, axis=1, ddof=1) / np.sqrt(rounds.shape[1]) if rounds.shape[1] > 1 else np.zeros(len(m))
         lo, hi = float(min(m.min(), p.min())) * 0.96, float(max(m.max(), p.max())) * 1.04
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--", label="y = x")
-        ax.errorbar(m, p, xerr=se, fmt="o", ms=4, alpha=0.8, elinewidth=0.8,
-                    label="policy (bar: ±1 s.e. of the measured median)")  # fmt: skip
+        ax.errorbar(
+            m,
+            p,
+            xerr=se,
+            fmt="o",
+            ms=4,
+            alpha=0.8,
+            elinewidth=0.8,
+            label="policy (bar: ±1 s.e. of the measured median)",
+        )
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         what = "thread CPU time" if clock == "cpu" else "wall clock"
@@ -45,9 +53,15 @@ def plot_check(check: LatencyCheck, path: Path | str, *, title: str = "") -> Pat
         ax.set_ylabel("predicted latency (ms)")
         ax.set_title(title or "latency table check", fontsize=10)
         met = check.metrics[clock]
-        ax.text(0.03, 0.97, f"MAPE {met['mape_pct']:.2f}%\nSpearman {met['spearman']:.3f}\n"
-                f"noise (round CV) {met['noise_pct']:.2f}%\nsplit-half ρ {met['split_half_spearman']:.3f}",
-                transform=ax.transAxes, va="top", fontsize=9)  # fmt: skip
+        ax.text(
+            0.03,
+            0.97,
+            f"MAPE {met['mape_pct']:.2f}%\nSpearman {met['spearman']:.3f}\n"
+            f"noise (round CV) {met['noise_pct']:.2f}%\nsplit-half ρ {met['split_half_spearman']:.3f}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.8), fontsize=8)
     fig.tight_layout()
     return save_png(fig, path, dpi=110)

@@ -66,8 +66,9 @@ class LayerLookup:
         monotone: make the grid monotone in both counts first.
     """
 
-    def __init__(self, entry: LayerEntry, points: Mapping[tuple[int, int], float], *, channels: Mapping[str, int],
-                 monotone: bool) -> None:  # fmt: skip
+    def __init__(
+        self, entry: LayerEntry, points: Mapping[tuple[int, int], float], *, channels: Mapping[str, int], monotone: bool
+    ) -> None:
         self.name = entry.name
         self.entry = entry
         self.in_links = [(g, c, channels[g]) for g, c in entry.in_groups]
@@ -155,8 +156,10 @@ class LayerSums:
     def __init__(self, table: LatencyTable, *, group_order: Sequence[str], monotone: bool, block: int) -> None:
         self.group_order = tuple(group_order)
         self.block = block
-        self.layers = [LayerLookup(e, table.signatures[e.signature]["points"], channels=table.groups,
-                                   monotone=monotone) for e in table.layers]  # fmt: skip
+        self.layers = [
+            LayerLookup(e, table.signatures[e.signature]["points"], channels=table.groups, monotone=monotone)
+            for e in table.layers
+        ]
         self.outside = False
 
     def sums(self, kept: Sequence[int]) -> tuple[float, float]:
@@ -202,8 +205,9 @@ class PredictedLatency:
 
     needs_model = False
 
-    def __init__(self, *, table: LatencyTable, group_order: Sequence[str] | None = None,
-                 mode: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, table: LatencyTable, group_order: Sequence[str] | None = None, mode: str | None = None
+    ) -> None:
         self.table = table
         self.group_order = tuple(group_order) if group_order is not None else tuple(table.groups)
         unknown = [g for g in self.group_order if g not in table.groups]
@@ -254,18 +258,28 @@ class PredictedLatency:
         table = LatencyTable.read(path)
         source = f"latency table {path}"
         table.check_model(evaluator.model, input_shape=evaluator.input_shape, source=source)
-        here = device_info(config=LatencyConfig(provider=provider, intra_op_threads=threads,
-                                                batch_size=batch_size or int(table.device.get("batch_size", 1)),
-                                                graph_optimization=str(table.device.get("graph_optimization",
-                                                                                         "all"))))  # fmt: skip
+        here = device_info(
+            config=LatencyConfig(
+                provider=provider,
+                intra_op_threads=threads,
+                batch_size=batch_size or int(table.device.get("batch_size", 1)),
+                graph_optimization=str(table.device.get("graph_optimization", "all")),
+            )
+        )
         table.check_device(here, source=source)
         table.check_round_to(int(evaluator.config.round_to), source=source)
         groups = tuple(evaluator.table.channels)
         if dict(evaluator.table.channels) != dict(table.groups):
             raise UserError(f"{source} lists other prunable groups than this model's; {REBUILD} for this model")
         pred = cls(table=table, group_order=groups)
-        log.info("predicted latency from %s: baseline %.3f ms (%d layers, %s, %d thread(s))", path, pred.baseline_ms,
-                 len(table.layers), table.device.get("provider"), table.device.get("threads"))  # fmt: skip
+        log.info(
+            "predicted latency from %s: baseline %.3f ms (%d layers, %s, %d thread(s))",
+            path,
+            pred.baseline_ms,
+            len(table.layers),
+            table.device.get("provider"),
+            table.device.get("threads"),
+        )
         return pred
 
     # -- predictions
@@ -275,8 +289,11 @@ class PredictedLatency:
         out = self._summer.sums(kept)
         if self._summer.outside and not self._warned:
             self._warned = True
-            log.warning("a channel count lies below the latency table's profiled range (built for max_ratio %s); "
-                        "extrapolating linearly", self.table.search.get("max_ratio"))  # fmt: skip
+            log.warning(
+                "a channel count lies below the latency table's profiled range (built for max_ratio %s); "
+                "extrapolating linearly",
+                self.table.search.get("max_ratio"),
+            )
         return out
 
     def raw_kept(self, kept: Sequence[int]) -> float:
@@ -298,8 +315,9 @@ class PredictedLatency:
     def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         """Kept channel counts (in ``group_order``) of ``ratios`` at the table's round_to."""
         rt = int(self.table.search["round_to"])
-        return tuple(kept_channels(self.table.groups[g], float(ratios.get(g, 0.0)), rt, name=g)
-                     for g in self.group_order)  # fmt: skip
+        return tuple(
+            kept_channels(self.table.groups[g], float(ratios.get(g, 0.0)), rt, name=g) for g in self.group_order
+        )
 
     def predict(self, ratios: Mapping[str, float]) -> float:
         """Predicted latency (ms) of the model pruned with ``ratios`` (group → ratio), at the table's round_to."""

@@ -27,13 +27,28 @@ __all__ = [
     "signature_key",
 ]
 
-_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu", "silu_": "silu",
-                "hardswish": "hardswish", "hardswish_": "hardswish", "gelu": "gelu", "sigmoid": "sigmoid",
-                "leaky_relu": "leaky_relu", "leaky_relu_": "leaky_relu"}  # fmt: skip
-_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU,
-                                                           "hardswish": nn.Hardswish, "gelu": nn.GELU,
-                                                           "sigmoid": nn.Sigmoid,
-                                                           "leaky_relu": nn.LeakyReLU}  # fmt: skip
+_ACTIVATIONS = {
+    "relu": "relu",
+    "relu_": "relu",
+    "relu6": "relu6",
+    "silu": "silu",
+    "silu_": "silu",
+    "hardswish": "hardswish",
+    "hardswish_": "hardswish",
+    "gelu": "gelu",
+    "sigmoid": "sigmoid",
+    "leaky_relu": "leaky_relu",
+    "leaky_relu_": "leaky_relu",
+}
+_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "silu": nn.SiLU,
+    "hardswish": nn.Hardswish,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+}
 
 
 class _ActivationSpy(TorchFunctionMode):
@@ -150,12 +165,26 @@ def layer_signature(la: LayerCost, ctx: LayerContext) -> dict[str, Any]:
     m = ctx.module
     if isinstance(m, nn.Conv2d):
         pad = m.padding if isinstance(m.padding, str) else [int(p) for p in m.padding]
-        return {"kind": "conv", "kernel": list(m.kernel_size), "stride": list(m.stride), "padding": pad,
-                "dilation": list(m.dilation), "groups": "depthwise" if la.depthwise else int(m.groups),
-                "bias": m.bias is not None, "padding_mode": m.padding_mode, "input_size": list(ctx.input_shape[1:]),
-                "norm": ctx.norm, "activation": ctx.activation}  # fmt: skip
-    return {"kind": "linear", "bias": m.bias is not None, "input_size": list(ctx.input_shape[:-1]),
-            "norm": ctx.norm, "activation": ctx.activation}  # fmt: skip
+        return {
+            "kind": "conv",
+            "kernel": list(m.kernel_size),
+            "stride": list(m.stride),
+            "padding": pad,
+            "dilation": list(m.dilation),
+            "groups": "depthwise" if la.depthwise else int(m.groups),
+            "bias": m.bias is not None,
+            "padding_mode": m.padding_mode,
+            "input_size": list(ctx.input_shape[1:]),
+            "norm": ctx.norm,
+            "activation": ctx.activation,
+        }
+    return {
+        "kind": "linear",
+        "bias": m.bias is not None,
+        "input_size": list(ctx.input_shape[:-1]),
+        "norm": ctx.norm,
+        "activation": ctx.activation,
+    }
 
 
 def signature_key(sig: Mapping[str, Any]) -> str:
@@ -195,9 +224,17 @@ def micro_graph(sig: Mapping[str, Any], cin: int, cout: int) -> tuple[nn.Module,
         return nn.Sequential(*layers, *_activation_module(sig["activation"])).eval(), (cin, 1, 1)
     groups = cin if sig["groups"] == "depthwise" else int(sig["groups"])
     padding = sig["padding"] if isinstance(sig["padding"], str) else tuple(sig["padding"])
-    conv = nn.Conv2d(cin, cout, tuple(sig["kernel"]), stride=tuple(sig["stride"]), padding=padding,
-                     dilation=tuple(sig["dilation"]), groups=groups, bias=sig["bias"],
-                     padding_mode=sig["padding_mode"])  # fmt: skip
+    conv = nn.Conv2d(
+        cin,
+        cout,
+        tuple(sig["kernel"]),
+        stride=tuple(sig["stride"]),
+        padding=padding,
+        dilation=tuple(sig["dilation"]),
+        groups=groups,
+        bias=sig["bias"],
+        padding_mode=sig["padding_mode"],
+    )
     layers = [conv, *([nn.BatchNorm2d(cout)] if sig["norm"] else []), *_activation_module(sig["activation"])]
     return nn.Sequential(*layers).eval(), (cin, *sig["input_size"])
 

@@ -136,35 +136,53 @@ class LayerEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data."""
-        return {"name": self.name, "signature": self.signature, "in_features": self.in_features,
-                "out_features": self.out_features, "in_groups": [list(x) for x in self.in_groups],
-                "out_group": list(self.out_group) if self.out_group else None, "in_axis": list(self.in_axis),
-                "out_axis": list(self.out_axis), "diagonal": self.diagonal}  # fmt: skip
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "in_groups": [list(x) for x in self.in_groups],
+            "out_group": list(self.out_group) if self.out_group else None,
+            "in_axis": list(self.in_axis),
+            "out_axis": list(self.out_axis),
+            "diagonal": self.diagonal,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerEntry:
         """The entry from :meth:`to_dict` data (KeyError/TypeError/ValueError when damaged)."""
-        return cls(name=str(d["name"]), signature=str(d["signature"]), in_features=int(d["in_features"]),
-                   out_features=int(d["out_features"]),
-                   in_groups=tuple((str(g), int(c)) for g, c in d["in_groups"]),
-                   out_group=(str(d["out_group"][0]), int(d["out_group"][1])) if d["out_group"] else None,
-                   in_axis=tuple(int(v) for v in d["in_axis"]), out_axis=tuple(int(v) for v in d["out_axis"]),
-                   diagonal=bool(d["diagonal"]))  # fmt: skip
+        return cls(
+            name=str(d["name"]),
+            signature=str(d["signature"]),
+            in_features=int(d["in_features"]),
+            out_features=int(d["out_features"]),
+            in_groups=tuple((str(g), int(c)) for g, c in d["in_groups"]),
+            out_group=(str(d["out_group"][0]), int(d["out_group"][1])) if d["out_group"] else None,
+            in_axis=tuple(int(v) for v in d["in_axis"]),
+            out_axis=tuple(int(v) for v in d["out_axis"]),
+            diagonal=bool(d["diagonal"]),
+        )
 
 
 def _signatures_to_json(signatures: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     sigs = {}
     for key, sig in signatures.items():
         pts = sorted(sig["points"].items())
-        sigs[key] = {**{k: v for k, v in sig.items() if k != "points"},
-                     "points": [[i, o, round(ms, 6)] for (i, o), ms in pts]}  # fmt: skip
+        sigs[key] = {
+            **{k: v for k, v in sig.items() if k != "points"},
+            "points": [[i, o, round(ms, 6)] for (i, o), ms in pts],
+        }
     return sigs
 
 
 def _signatures_from_json(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k: {**{a: b for a, b in v.items() if a != "points"},
-                "points": {(int(i), int(o)): float(ms) for i, o, ms in v["points"]}}
-            for k, v in data.items()}  # fmt: skip
+    return {
+        k: {
+            **{a: b for a, b in v.items() if a != "points"},
+            "points": {(int(i), int(o)): float(ms) for i, o, ms in v["points"]},
+        }
+        for k, v in data.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -191,12 +209,20 @@ class LatencyTable:
 
     def to_dict(self) -> dict[str, Any]:
         """The table as the JSON document :meth:`save` writes."""
-        return {"format": FORMAT, "version": VERSION, "created": self.created,
-                "build_seconds": round(self.build_seconds, 2), "model": dict(self.model),
-                "device": dict(self.device), "search": dict(self.search), "source": dict(self.source),
-                "groups": dict(self.groups), "calibration": dict(self.calibration),
-                "layers": [la.to_dict() for la in self.layers],
-                "signatures": _signatures_to_json(self.signatures)}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "created": self.created,
+            "build_seconds": round(self.build_seconds, 2),
+            "model": dict(self.model),
+            "device": dict(self.device),
+            "search": dict(self.search),
+            "source": dict(self.source),
+            "groups": dict(self.groups),
+            "calibration": dict(self.calibration),
+            "layers": [la.to_dict() for la in self.layers],
+            "signatures": _signatures_to_json(self.signatures),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, source: str = "latency table") -> LatencyTable:
@@ -217,12 +243,18 @@ class LatencyTable:
         if d.get("version") != VERSION:
             raise UserError(f"{source} has table version {d.get('version')}, this prunegym reads {VERSION}; {REBUILD}")
         try:
-            return cls(model=d["model"], device=d["device"], search=d["search"],
-                       groups={str(k): int(v) for k, v in d["groups"].items()},
-                       layers=tuple(LayerEntry.from_dict(x) for x in d["layers"]),
-                       signatures=_signatures_from_json(d["signatures"]),
-                       calibration=d["calibration"], created=str(d.get("created", "")),
-                       build_seconds=float(d.get("build_seconds", 0.0)), source=d.get("source") or {})  # fmt: skip
+            return cls(
+                model=d["model"],
+                device=d["device"],
+                search=d["search"],
+                groups={str(k): int(v) for k, v in d["groups"].items()},
+                layers=tuple(LayerEntry.from_dict(x) for x in d["layers"]),
+                signatures=_signatures_from_json(d["signatures"]),
+                calibration=d["calibration"],
+                created=str(d.get("created", "")),
+                build_seconds=float(d.get("build_seconds", 0.0)),
+                source=d.get("source") or {},
+            )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise UserError(f"{source} is a damaged latency table ({type(exc).__name__}: {exc}); {REBUILD}") from exc
 
@@ -269,8 +301,11 @@ class LatencyTable:
             device: this run's :func:`device_info`.
             source: what to call the table in the message.
         """
-        diffs = [f"{k} {self.device.get(k)!r} ≠ {device.get(k)!r}" for k in DEVICE_KEYS
-                 if self.device.get(k) != device.get(k)]  # fmt: skip
+        diffs = [
+            f"{k} {self.device.get(k)!r} ≠ {device.get(k)!r}"
+            for k in DEVICE_KEYS
+            if self.device.get(k) != device.get(k)
+        ]
         if diffs:
             raise UserError(
                 f"{source} was profiled on another device or runtime setting ({', '.join(diffs)}: table ≠ this "
