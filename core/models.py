@@ -54,6 +54,27 @@ class PadShortcut(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
 
+class PadShortcutConv(nn.Conv2d):
+    """The 1×1, stride-2 convolution equal to ``PadShortcut(pad)`` on ``in_channels`` inputs (frozen).
+
+    It stands in for a padded shortcut so that Torch-Pruning can prune the residual stream
+    (:mod:`prunegym.core.pruning.shortcuts`); ``stat`` counts it like the shortcut it replaces (no MACs, no
+    parameters).
+
+    Args:
+        in_channels: channels of the block's input.
+        pad: zero channels added on each side (``out_channels = in_channels + 2 * pad``).
+    """
+
+    def __init__(self, in_channels: int, pad: int) -> None:
+        super().__init__(in_channels, in_channels + 2 * pad, kernel_size=1, stride=2, bias=False)
+        with torch.no_grad():
+            self.weight.zero_()
+            idx = torch.arange(in_channels)
+            self.weight[idx + pad, idx, 0, 0] = 1.0
+        self.weight.requires_grad_(False)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from prunegym.core.models import PadShortcutConv
+
 
 @dataclass(frozen=True)
 class LayerStat:
@@ -80,12 +82,17 @@ def _layer_stat(name: str, module: nn.Module, out: torch.Tensor) -> LayerStat | 
 
 
 @torch.no_grad()
+def _shortcut_params(model: nn.Module) -> int:
+    """Parameters of rewritten padded shortcuts, which count as the parameter-free shortcut they stand for."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, PadShortcutConv))
+
+
 def model_stats(model: nn.Module, *, input_shape: tuple[int, int, int]) -> ModelStats:
     """Count MACs and parameters with one forward pass of a zero batch of shape ``(1, *input_shape)``."""
     records: dict[str, LayerStat] = {}
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
+        if isinstance(module, nn.Conv2d | nn.Linear) and not isinstance(module, PadShortcutConv):
 
             def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor, name: str = name) -> None:
                 stat = _layer_stat(name, mod, out)
@@ -105,7 +112,7 @@ def model_stats(model: nn.Module, *, input_shape: tuple[int, int, int]) -> Model
     layers = tuple(records[name] for name, _ in model.named_modules() if name in records)
     macs = sum(layer.macs for layer in layers)
     return ModelStats(
-        params=sum(p.numel() for p in model.parameters()),
+        params=sum(p.numel() for p in model.parameters()) - _shortcut_params(model),
         macs=macs,
         ops_deephi=2 * macs + sum(layer.bias_adds for layer in layers),
         layers=layers,

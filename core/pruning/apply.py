@@ -26,6 +26,7 @@ from prunegym.core.pruning.importance import (
     split_calib,
 )
 from prunegym.core.pruning.lsq import lsq_prune
+from prunegym.core.pruning.shortcuts import PadShortcutConv, has_pad_shortcuts, rewrite_pad_shortcuts
 from prunegym.core.pruning.trace import Traced, copy_model, out_channels
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,18 @@ def _check_policy(traced: Traced, policy: Policy) -> None:
         if key in traced.skipped and policy.ratio(key) > 0:
             raise PolicyError(f"policy prunes group '{key}', which is not prunable ({traced.skipped[key]}); drop it")
     policy.validate([*traced.candidates, *traced.skipped])
+
+
+def _needs_stream_rewrite(net: nn.Module, traced: Traced, policy: Policy) -> bool:
+    """Whether ``policy`` names a group that exists only once the padded shortcuts are rewritten.
+
+    The decision reads the policy's group names only (not its ratios), so a policy record rebuilds the
+    architecture it was applied to: a search's policies name every group, records made before residual-stream
+    pruning existed name only the inner groups.
+    """
+    if not has_pad_shortcuts(net):
+        return False
+    return any(name not in traced.candidates for name in policy.ratios)
 
 
 def _plan(traced: Traced, policy: Policy, round_to: int) -> list[tuple[str, int, int]]:
@@ -98,10 +111,14 @@ def prune_in_place(
     round_to: int = 1,
     calib: Iterable | None = None,
     original: nn.Module | None = None,
+    residual_stream: bool = True,
 ) -> dict[str, tuple[int, ...]]:
     """Prune ``net`` itself by ``policy``.
 
-    Scores of all criteria but lsq are computed on the unpruned weights before any channel is removed.
+    Scores of all criteria but lsq are computed on the unpruned weights before any channel is removed. When the
+    policy names a residual-stream group (``residual_stream``), option-A padded shortcuts are first rewritten into
+    their exact frozen 1×1 convolutions (:mod:`.shortcuts`); the decision depends on the policy's group names
+    alone, so a saved policy record rebuilds the same architecture.
 
     Args:
         net: the model, pruned in place (its train/eval flag is restored).
@@ -111,6 +128,7 @@ def prune_in_place(
         round_to: round kept channel counts to this multiple.
         calib: calibration batches, needed by ``taylor`` and ``lsq``.
         original: an unpruned copy, for ``lsq``'s reconstruction targets (default: a copy of ``net``).
+        residual_stream: allow pruning the residual stream of padded-shortcut ResNets.
 
     Returns:
         The removed channel indices per group.
@@ -124,6 +142,12 @@ def prune_in_place(
     net.eval()
     try:
         traced = Traced(net, input_shape)
+        if residual_stream and _needs_stream_rewrite(net, traced, policy):
+            rewrite_pad_shortcuts(net)
+            traced = Traced(net, input_shape)
+            if original is not None:
+                original = copy_model(original)
+                rewrite_pad_shortcuts(original)
         _check_policy(traced, policy)
         plan = _plan(traced, policy, round_to)
         if not plan:
@@ -134,6 +158,9 @@ def prune_in_place(
         return _prune_by_scores(net, traced, plan, batches, criterion)
     finally:
         net.train(training)
+        for m in net.modules():
+            if isinstance(m, PadShortcutConv):
+                m.weight.requires_grad_(False)  # Torch-Pruning's new Parameter would train
 
 
 def apply_policy(
@@ -144,6 +171,7 @@ def apply_policy(
     criterion: str = "l1",
     round_to: int | None = None,
     calib: Iterable | None = None,
+    residual_stream: bool = True,
 ) -> nn.Module:
     """A pruned deep copy of ``model`` (the input is never modified; ``prunegym_info`` is kept).
 
@@ -158,6 +186,7 @@ def apply_policy(
         criterion: the channel-selection criterion.
         round_to: round kept channel counts to this multiple (default: the policy's).
         calib: an iterable of ``(x, y)`` batches (materialized once), needed by "taylor" and "lsq".
+        residual_stream: allow pruning the residual stream of padded-shortcut ResNets (see :func:`prune_in_place`).
 
     Returns:
         The pruned copy. It carries ``prunegym_policy``: the :meth:`Policy.to_dict` record (with the effective
@@ -166,7 +195,16 @@ def apply_policy(
     pol = as_policy(policy)
     rt = pol.round_to if round_to is None else int(round_to)
     net = copy_model(model)
-    prune_in_place(net, pol, input_shape=input_shape, criterion=criterion, round_to=rt, calib=calib, original=model)
+    prune_in_place(
+        net,
+        pol,
+        input_shape=input_shape,
+        criterion=criterion,
+        round_to=rt,
+        calib=calib,
+        original=model,
+        residual_stream=residual_stream,
+    )
     info = model_info(model)
     pol = replace(
         pol,

@@ -149,7 +149,7 @@ def table_of(traced: Traced, groups: Sequence[PrunableGroup]) -> CostTable:
     return CostTable(tuple(layers), channels, stats.params - tracked, stats.macs, stats.params)
 
 
-def cost_table(model: nn.Module, *, input_shape: tuple[int, int, int]) -> CostTable:
+def cost_table(model: nn.Module, *, input_shape: tuple[int, int, int], residual_stream: bool = True) -> CostTable:
     """A :class:`CostTable` that predicts ``model_stats`` MACs/params of any policy on ``model``.
 
     Args:
@@ -159,12 +159,17 @@ def cost_table(model: nn.Module, *, input_shape: tuple[int, int, int]) -> CostTa
     Returns:
         The table.
     """
-    _, traced = traced_copy(model, input_shape)
+    _, traced = traced_copy(model, input_shape, residual_stream=residual_stream)
     return table_of(traced, groups_of(traced))
 
 
 def uniform_ratio_for_macs(
-    model: nn.Module, *, input_shape: tuple[int, int, int], target_macs_fraction: float, round_to: int = 1
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, int, int],
+    target_macs_fraction: float,
+    round_to: int = 1,
+    residual_stream: bool = True,
 ) -> float:
     """The smallest uniform ratio (over all prunable groups) that reaches a MAC target.
 
@@ -186,7 +191,7 @@ def uniform_ratio_for_macs(
     """
     if not 0.0 < target_macs_fraction <= 1.0:
         raise PolicyError(f"target_macs_fraction {target_macs_fraction} is outside (0, 1]; e.g. 0.5 for half the MACs")
-    table = cost_table(model, input_shape=input_shape)
+    table = cost_table(model, input_shape=input_shape, residual_stream=residual_stream)
     target = target_macs_fraction * table.macs
     if not table.channels:
         raise PolicyError("the model has no prunable groups; nothing can reach a MAC target")

@@ -5,9 +5,10 @@ flatten, ...) rooted at the first conv/linear it contains in forward order, whos
 Groups are verified numerically (:mod:`prunegym.core.pruning.trace`): on the CIFAR ResNets' option-A
 ``PadShortcut`` (slice + zero padding of channels), TP 1.6.1 merges the stem and every residual channel of all
 three stages into one group (58 TP items on ResNet-20, 148 on ResNet-56) whose pruning breaks the forward pass;
-it is excluded, leaving the ``layerX.i.conv1`` groups (9 for ResNet-20, 27 for ResNet-56). Residual channels of
-the CIFAR ResNets are therefore not searched (a stage-by-stage custom rule could add them later). The output
-layer (last conv/linear executed) and grouped (non-depthwise) convs are excluded too.
+so the padded shortcuts are first rewritten into their exact 1×1 convolutions (:mod:`.shortcuts`), after which
+each stage's residual channels are one group (``conv1``, ``layer2.0.conv2``, ``layer3.0.conv2``) beside the
+``layerX.i.conv1`` groups: 12 groups for ResNet-20, 30 for ResNet-56. The output layer (last conv/linear
+executed) and grouped (non-depthwise) convs are excluded.
 
 Channel counts come from one pure function, :func:`kept_channels`, used by the pruner and the cost model.
 """
@@ -22,6 +23,7 @@ from torch import nn
 
 from prunegym.core.policy import PolicyError
 from prunegym.core.pruning.importance import is_depthwise
+from prunegym.core.pruning.shortcuts import rewrite_pad_shortcuts
 from prunegym.core.pruning.trace import Traced, copy_model, out_channels
 from prunegym.core.stats import model_stats
 
@@ -97,7 +99,11 @@ class PrunableGroup:
 
 
 def traced_copy(
-    model: nn.Module, input_shape: tuple[int, int, int], *, log_level: int = logging.DEBUG
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    log_level: int = logging.DEBUG,
+    residual_stream: bool = True,
 ) -> tuple[nn.Module, Traced]:
     """A copy of ``model`` and its :class:`Traced` graph (traced in eval mode; the copy keeps the train flag).
 
@@ -105,11 +111,15 @@ def traced_copy(
         model: the model (not modified).
         input_shape: ``(C, H, W)`` of one input.
         log_level: level of the log line naming each group left out of the action space.
+        residual_stream: rewrite option-A padded shortcuts into their exact 1×1 convolutions first
+            (:mod:`.shortcuts`), so each stage's residual channels form a prunable group.
 
     Returns:
         ``(copy, traced)``.
     """
     net = copy_model(model)
+    if residual_stream:
+        rewrite_pad_shortcuts(net)
     training = net.training
     net.eval()
     traced = Traced(net, input_shape, log_level=log_level)
@@ -159,7 +169,9 @@ def groups_of(traced: Traced) -> list[PrunableGroup]:
     return groups
 
 
-def prunable_groups(model: nn.Module, *, input_shape: tuple[int, int, int]) -> list[PrunableGroup]:
+def prunable_groups(
+    model: nn.Module, *, input_shape: tuple[int, int, int], residual_stream: bool = True
+) -> list[PrunableGroup]:
     """The verified prunable groups of ``model`` in forward order (``index`` 0, 1, ...).
 
     Logs (INFO) each group left out of the action space and why.
@@ -167,9 +179,10 @@ def prunable_groups(model: nn.Module, *, input_shape: tuple[int, int, int]) -> l
     Args:
         model: the model (not modified).
         input_shape: ``(C, H, W)`` of one input.
+        residual_stream: include the residual-stream groups of padded-shortcut ResNets (see :func:`traced_copy`).
 
     Returns:
         The groups.
     """
-    _, traced = traced_copy(model, input_shape, log_level=logging.INFO)
+    _, traced = traced_copy(model, input_shape, log_level=logging.INFO, residual_stream=residual_stream)
     return groups_of(traced)

@@ -186,7 +186,14 @@ def mask_policy(
     rt = pol.round_to if round_to is None else int(round_to)
     scratch = copy_model(model)
     removed = prune_in_place(
-        scratch, pol, input_shape=input_shape, criterion=criterion, round_to=rt, calib=calib, original=model
+        scratch,
+        pol,
+        input_shape=input_shape,
+        criterion=criterion,
+        round_to=rt,
+        calib=calib,
+        original=model,
+        residual_stream=False,  # masks keep the original architecture: the residual stream is pruned dense only
     )
     del scratch
     net = copy_model(model)
