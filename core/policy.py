@@ -55,7 +55,8 @@ class Policy:
     """Per-group pruning ratios and where they came from.
 
     ``ratios`` maps group names to the fraction of output channels removed; groups not named keep all
-    channels. ``round_to`` is the channel multiple the pruner rounds to; ``input_shape`` (C, H, W) the input the
+    channels. ``removed`` names the residual blocks removed outright (depth pruning, ``layer1.3``); ratios of
+    groups inside them are ignored. ``round_to`` is the channel multiple the pruner rounds to; ``input_shape`` (C, H, W) the input the
     groups were traced with. ``metrics`` holds free figures (``macs_ratio``, ``latency_ms``, ...).
     The mappings are read-only; use :func:`dataclasses.replace` or :meth:`with_metrics` to derive new policies.
     Frozen but not hashable (it holds mappings): use :meth:`cache_key` as a dictionary key.
@@ -72,6 +73,7 @@ class Policy:
     episode: int | None = None
     trial: int | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.ratios, Mapping):
@@ -89,6 +91,9 @@ class Policy:
             if len(shape) != 3 or min(shape) < 1:
                 raise PolicyError(f"policy input_shape is {self.input_shape!r}; use [C, H, W], e.g. [3, 32, 32]")
             object.__setattr__(self, "input_shape", shape)
+        if isinstance(self.removed, str) or not all(isinstance(b, str) and b for b in self.removed):
+            raise PolicyError(f"policy removed is {self.removed!r}; use a list of block names such as [layer1.3]")
+        object.__setattr__(self, "removed", tuple(dict.fromkeys(self.removed)))
         object.__setattr__(self, "reward", _optional_float("reward", self.reward))
         object.__setattr__(self, "accuracy", _optional_float("accuracy", self.accuracy))
 
@@ -115,9 +120,10 @@ class Policy:
             _check_ratio(key, value)
         return self
 
-    def cache_key(self, *, digits: int = 6) -> tuple[tuple[str, float], ...]:
-        """A hashable key of the non-zero ratios (rounded), for evaluation caches."""
-        return tuple(sorted((k, round(v, digits)) for k, v in self.ratios.items() if round(v, digits) != 0.0))
+    def cache_key(self, *, digits: int = 6) -> tuple[tuple[str, float | str], ...]:
+        """A hashable key of the non-zero ratios (rounded) and the removed blocks, for evaluation caches."""
+        ratios = tuple(sorted((k, round(v, digits)) for k, v in self.ratios.items() if round(v, digits) != 0.0))
+        return ratios + tuple(("removed", b) for b in sorted(self.removed))
 
     def with_metrics(self, **metrics: float) -> Policy:
         """A copy with ``metrics`` merged in."""
@@ -164,11 +170,15 @@ class Policy:
         if not isinstance(metrics, Mapping):
             raise PolicyError(f"{source} 'metrics' is a {type(metrics).__name__}, not a mapping of name to number")
         shape = data.pop("input_shape", None)
+        removed = data.pop("removed", None) or ()
+        if isinstance(removed, str) or not isinstance(removed, list | tuple):
+            raise PolicyError(f"{source} 'removed' is {removed!r}; write a list of block names, e.g. [layer1.3]")
         try:
             return cls(
                 ratios=dict(ratios),
                 metrics={str(k): float(v) for k, v in metrics.items()},
                 input_shape=tuple(shape) if shape is not None else None,
+                removed=tuple(removed),
                 **data,
             )
         except (TypeError, ValueError) as exc:

@@ -42,6 +42,8 @@ class EvaluatorConfig:
         batch_size: evaluation batch size.
         criterion: channel-selection criterion of the pruner (l1, l2, taylor, bn_scale, fpgm, lsq).
         round_to: channel counts rounded to this multiple.
+        residual_stream: search the residual channels of padded-shortcut ResNets too (one group per stage);
+            --no-residual-stream gives the inner-block groups only, as searches before it did.
         calib_batches: batches of 64 training images given to data-driven criteria (taylor, lsq).
         seed: seeds the BN re-calibration subset, the finetune batches and the finetune itself.
         cache_size: how many evaluated candidates to remember.
@@ -57,6 +59,7 @@ class EvaluatorConfig:
     batch_size: int = 500
     criterion: str = "l1"
     round_to: int = 1
+    residual_stream: bool = True
     calib_batches: int = 4
     seed: int = 0
     cache_size: int = 4096
@@ -96,7 +99,7 @@ class Evaluator:
         self.config = config
         self.input_shape = tuple(input_shape)
         self.mean, self.std = input_norm(model, mean=data.mean, std=data.std)
-        self.table = cost_table(model, input_shape=self.input_shape)
+        self.table = cost_table(model, input_shape=self.input_shape, residual_stream=config.residual_stream)
         self.group_names = tuple(self.table.channels)
         self.base_macs, self.base_params = self.table.macs, self.table.params
         self._val = (data.val_x[: config.val_size], data.val_y[: config.val_size])
@@ -124,7 +127,14 @@ class Evaluator:
         cfg = self.config
         calib = self._calib() if cfg.criterion in {"taylor", "lsq"} else None
         policy = Policy(ratios=dict(ratios), round_to=cfg.round_to)
-        net = apply_policy(self.model, policy, input_shape=self.input_shape, criterion=cfg.criterion, calib=calib)
+        net = apply_policy(
+            self.model,
+            policy,
+            input_shape=self.input_shape,
+            criterion=cfg.criterion,
+            calib=calib,
+            residual_stream=cfg.residual_stream,
+        )
         if cfg.bn_recalib_images:
             recalibrate_bn(
                 net,

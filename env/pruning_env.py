@@ -121,7 +121,9 @@ class PruningEnv(gym.Env):
             raise UserError("the model has no prunable groups; nothing to search")
         from prunegym.core.pruning import prunable_groups
 
-        self.groups = prunable_groups(evaluator.model, input_shape=evaluator.input_shape)
+        self.groups = prunable_groups(
+            evaluator.model, input_shape=evaluator.input_shape, residual_stream=evaluator.config.residual_stream
+        )
         self.num_groups = len(self.groups)
         self._static = static_features(self.groups)
         self.total_macs = float(self.table.macs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from prunegym.core.pruning.apply import apply_policy, apply_policy_structure, prune_in_place
 from prunegym.core.pruning.costs import CostTable, LayerCost, cost_table, uniform_ratio_for_macs
+from prunegym.core.pruning.depth import RemovedBlock, inner_group_of, removable_blocks, remove_blocks
 from prunegym.core.pruning.groups import PrunableGroup, kept_channels, prunable_groups
 from prunegym.core.pruning.importance import CRITERIA, NEEDS_CALIB
 from prunegym.core.pruning.masking import (
@@ -41,11 +42,13 @@ __all__ = [
     "CostTable",
     "LayerCost",
     "PrunableGroup",
+    "RemovedBlock",
     "TransformResult",
     "apply_policy",
     "apply_policy_structure",
     "copy_model",
     "cost_table",
+    "inner_group_of",
     "kept_channels",
     "make_masks_permanent",
     "mask_keeper",
@@ -54,6 +57,8 @@ __all__ = [
     "merge_prune_masks",
     "prunable_groups",
     "prune_in_place",
+    "removable_blocks",
+    "remove_blocks",
     "transform",
     "uniform_ratio_for_macs",
 ]

@@ -17,6 +17,7 @@ from torch import nn
 
 from prunegym.core.models import model_info
 from prunegym.core.policy import Policy, PolicyError
+from prunegym.core.pruning.depth import inside, remove_blocks
 from prunegym.core.pruning.groups import kept_channels
 from prunegym.core.pruning.importance import (
     accumulate_gradients,
@@ -115,6 +116,7 @@ def prune_in_place(
 ) -> dict[str, tuple[int, ...]]:
     """Prune ``net`` itself by ``policy``.
 
+    The policy's ``removed`` blocks go first (:mod:`.depth`; ratios of groups inside them are ignored).
     Scores of all criteria but lsq are computed on the unpruned weights before any channel is removed. When the
     policy names a residual-stream group (``residual_stream``), option-A padded shortcuts are first rewritten into
     their exact frozen 1×1 convolutions (:mod:`.shortcuts`); the decision depends on the policy's group names
@@ -140,6 +142,12 @@ def prune_in_place(
     check_criterion(criterion, calib)
     training = net.training
     net.eval()
+    if policy.removed:
+        remove_blocks(net, policy.removed)
+        if original is not None:
+            original = copy_model(original)
+            remove_blocks(original, policy.removed)
+        policy = replace(policy, ratios={k: v for k, v in policy.ratios.items() if not inside(k, policy.removed)})
     try:
         traced = Traced(net, input_shape)
         if residual_stream and _needs_stream_rewrite(net, traced, policy):

@@ -7,13 +7,15 @@ The env uses the table to predict the cost of a policy at every step; it counts 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
+from prunegym.core.models import PadShortcutConv
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning.apply import apply_policy_structure
+from prunegym.core.pruning.depth import inside, removable_blocks
 from prunegym.core.pruning.groups import RATIO_EPS, PrunableGroup, groups_of, kept_channels, traced_copy
 from prunegym.core.pruning.importance import is_depthwise
 from prunegym.core.pruning.trace import Traced
@@ -48,27 +50,36 @@ class CostTable:
     layers: tuple[LayerCost, ...]
     channels: Mapping[str, int]  # group name -> channels
     fixed_params: int  # parameters in no tracked layer
+    fixed_in: Mapping[str, int]  # of those, the ones inside each removable block
     macs: int
     params: int
 
-    def predict(self, ratios: Mapping[str, float], *, round_to: int = 1) -> tuple[int, int]:
-        """MACs and parameters of the model pruned with ``ratios``.
+    def predict(
+        self, ratios: Mapping[str, float], *, round_to: int = 1, removed: Collection[str] = ()
+    ) -> tuple[int, int]:
+        """MACs and parameters of the model pruned with ``ratios`` and without the ``removed`` blocks.
 
         Args:
             ratios: group name -> ratio; other names are ignored, missing groups are kept whole.
             round_to: round kept channel counts to this multiple.
+            removed: module names of residual blocks removed outright; their layers cost nothing.
 
         Returns:
             ``(macs, params)``.
         """
-        kept = {g: kept_channels(n, ratios.get(g, 0.0), round_to, name=g) for g, n in self.channels.items()}
+        kept = {
+            g: kept_channels(n, ratios.get(g, 0.0) if not inside(g, removed) else 0.0, round_to, name=g)
+            for g, n in self.channels.items()
+        }
 
         def shrink(features: int, group: str, count: int) -> int:
             n = self.channels[group]
             return features - count * (n - kept[group]) // n
 
-        macs, params = 0, self.fixed_params
+        macs, params = 0, self.fixed_params - sum(self.fixed_in.get(b, 0) for b in removed)
         for la in self.layers:
+            if removed and inside(la.name, removed):
+                continue
             out = shrink(la.out_features, *la.out_group) if la.out_group else la.out_features
             inp = la.in_features
             for g, count in la.in_groups:
@@ -115,6 +126,8 @@ def table_of(traced: Traced, groups: Sequence[PrunableGroup]) -> CostTable:
     layers, tracked = [], 0
     by_name = {la.name: la for la in stats.layers}
     for name, mod in traced.modules.items():
+        if isinstance(mod, PadShortcutConv):
+            continue  # counted as the parameter-free shortcut it stands for (see core.stats)
         own = sum(p.numel() for p in mod.parameters(recurse=False))
         la = by_name.get(name)
         if la is not None:
@@ -146,7 +159,17 @@ def table_of(traced: Traced, groups: Sequence[PrunableGroup]) -> CostTable:
             continue
         tracked += own
     channels = {g.name: g.out_channels for g in groups}
-    return CostTable(tuple(layers), channels, stats.params - tracked, stats.macs, stats.params)
+    layer_names = {la.name for la in layers}
+    fixed_in = {
+        block: sum(
+            p.numel()
+            for name, mod in traced.modules.items()
+            if inside(name, (block,)) and name not in layer_names and not isinstance(mod, PadShortcutConv)
+            for p in mod.parameters(recurse=False)
+        )
+        for block in removable_blocks(traced.net)
+    }
+    return CostTable(tuple(layers), channels, stats.params - tracked, fixed_in, stats.macs, stats.params)
 
 
 def cost_table(model: nn.Module, *, input_shape: tuple[int, int, int], residual_stream: bool = True) -> CostTable:
