@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and our own log lines say enough
     refuse_existing_run(run_dir, resume=args.resume, markers=(CONFIG_FILE, STUDY_FILE))
-    enqueue = [dict(Policy.load(p).ratios) for p in args.enqueue or ()]
+    enqueue = [Policy.load(p) for p in args.enqueue or ()]
     env = build_env(spec)
     prepare_run_dir(run_dir, config=optuna_config_values(cfg), resume=True, command="optuna run")
     with progress_bar() as bar:

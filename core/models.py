@@ -338,6 +338,8 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn
             )
         model = entry.factory(num_classes=num_classes, in_channels=in_channels)
         mean, std, size = entry.mean, entry.std, entry.image_size
+        if mean is not None and len(mean) != in_channels:  # e.g. ImageNet statistics for a 1-channel variant
+            mean = std = None
     model.prunegym_info = ModelInfo(  # type: ignore[assignment]
         name=name, in_channels=in_channels, num_classes=num_classes, mean=mean, std=std, image_size=size
     )

@@ -44,6 +44,7 @@ RECORD_KEYS: tuple[str, ...] = (
     "sigma",
     "seconds",
     "policy",
+    "removed",
     "actions",
 )
 _METRIC_KEYS = ("macs_ratio", "params_ratio", "latency_ms", "latency_ratio")
@@ -114,6 +115,7 @@ def episode_record(*, episode: int, info: Mapping[str, Any], sigma: float | None
         "sigma": sigma,
         "seconds": _plain(info.get("seconds") or {}),
         "policy": _plain(info["policy"]),
+        "removed": list(info.get("removed") or []),
         "actions": _plain(info.get("episode_actions") or []),
     }
 
@@ -243,9 +245,10 @@ class EpisodeRecorder(RunRecorder):
         template = self._policy_template
         if template is None and (self.run_dir / BEST_POLICY_FILE).exists():
             template = Policy.load(self.run_dir / BEST_POLICY_FILE)  # keeps model/round_to/input_shape on resume
+        removed = tuple(record.get("removed") or ())
         if template is not None:
-            return replace(template, ratios=dict(record["policy"]), **meta)
-        return Policy(ratios=dict(record["policy"]), **meta)
+            return replace(template, ratios=dict(record["policy"]), removed=removed, **meta)
+        return Policy(ratios=dict(record["policy"]), removed=removed, **meta)
 
     def _save_best_policy(self, record: Mapping[str, Any]) -> None:
         self._policy_for(record).save(self.run_dir / BEST_POLICY_FILE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -22,6 +22,7 @@ from prunegym.core.errors import UserError
 from prunegym.core.evaluate import evaluate, input_norm, recalibrate_bn
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, cost_table, kept_channels
+from prunegym.core.pruning.depth import inside
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Evaluator:
         self.group_names = tuple(self.table.channels)
         self.base_macs, self.base_params = self.table.macs, self.table.params
         self._val = (data.val_x[: config.val_size], data.val_y[: config.val_size])
-        self._cache: OrderedDict[tuple[int, ...], Evaluation] = OrderedDict()
+        self._cache: OrderedDict[tuple[tuple[int, ...], tuple[str, ...]], Evaluation] = OrderedDict()
 
     def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         return tuple(kept_channels(n, ratios.get(g, 0.0), self.config.round_to) for g, n in self.table.channels.items())
@@ -122,11 +123,11 @@ class Evaluator:
         )
         return list(batches)
 
-    def prune(self, ratios: Mapping[str, float]) -> nn.Module:
-        """The pruned model of ``ratios`` with BN re-calibrated (before any finetune)."""
+    def prune(self, ratios: Mapping[str, float], *, removed: Sequence[str] = ()) -> nn.Module:
+        """The pruned model of ``ratios`` without the ``removed`` blocks, BN re-calibrated (before any finetune)."""
         cfg = self.config
         calib = self._calib() if cfg.criterion in {"taylor", "lsq"} else None
-        policy = Policy(ratios=dict(ratios), round_to=cfg.round_to)
+        policy = Policy(ratios=dict(ratios), round_to=cfg.round_to, removed=tuple(removed))
         net = apply_policy(
             self.model,
             policy,
@@ -190,20 +191,23 @@ class Evaluator:
         *,
         report: Callable[[int, float], None] | None = None,
         keep_model: bool = False,
+        removed: Sequence[str] = (),
     ) -> Evaluation:
-        """Score ``ratios`` (group → ratio; missing groups keep every channel).
+        """Score ``ratios`` (group → ratio; missing groups keep every channel) without the ``removed`` blocks.
 
         With ``keep_model`` the pruned (and finetuned) model comes back in ``Evaluation.model``; a cached
         candidate is then evaluated again rather than returned without its model.
         """
-        kept = self.kept(ratios)
-        hit = None if keep_model else self._cache.get(kept)
+        removed = tuple(sorted(removed))
+        kept = self.kept({k: v for k, v in ratios.items() if not inside(k, removed)})
+        key = (kept, removed)
+        hit = None if keep_model else self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(kept)
+            self._cache.move_to_end(key)
             return replace(hit, cached=True, seconds={})
         seconds: dict[str, float] = {}
         t = time.perf_counter()
-        net = self.prune(ratios)
+        net = self.prune(ratios, removed=removed)
         seconds["prune+bn"] = time.perf_counter() - t
         if self.config.finetune_steps:
             if report is not None:
@@ -214,9 +218,9 @@ class Evaluator:
         t = time.perf_counter()
         top1, top5 = self.score(net)
         seconds["eval"] = time.perf_counter() - t
-        macs, params = self.table.predict(ratios, round_to=self.config.round_to)
+        macs, params = self.table.predict(ratios, round_to=self.config.round_to, removed=removed)
         result = Evaluation(accuracy=top1, top5=top5, macs=macs, params=params, kept=kept, seconds=seconds)
-        self._cache[kept] = result
+        self._cache[key] = result
         if len(self._cache) > self.config.cache_size:
             self._cache.popitem(last=False)
         return replace(result, model=net) if keep_model else result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,9 @@ class EnvConfig:
         max_ratio: largest ratio an action maps to (and the ratio the action wall assumes for later groups).
         action_wall: clip each action so the target stays reachable (AMC's resource-constrained mode).
         latency_weight: the exponent w of the soft latency reward (MnasNet: −0.07).
+        depth: the group inside a removable residual block (one with an identity shortcut) may also remove the
+            whole block: the top remove_band of its action range means "remove".
+        remove_band: the fraction of a block group's action range, at its top end, that removes the block.
     """
 
     target: str = "macs"
@@ -44,6 +47,8 @@ class EnvConfig:
     max_ratio: float = 0.8
     action_wall: bool = True
     latency_weight: float = -0.07
+    depth: bool = True
+    remove_band: float = 0.2
 
     def __post_init__(self) -> None:
         if self.target not in {"macs", "params", "latency"}:
@@ -54,6 +59,8 @@ class EnvConfig:
             )
         if not 0.0 < self.target_ratio <= 1.0:
             raise UserError(f"target_ratio must be in (0, 1], got {self.target_ratio}")
+        if not 0.0 < self.remove_band < 1.0:
+            raise UserError(f"remove_band must be in (0, 1), got {self.remove_band}")
         get_reward(self.reward)
 
 
@@ -67,13 +74,15 @@ class PruningEnv(gym.Env):
     (He et al., ECCV 2018) with groups instead of single layers, so residual networks are supported.
 
     ## Action Space
-    ``Box(-1, 1, (1,), float32)``: mapped linearly to a ratio in ``[min_ratio, max_ratio]``. With the action
-    wall on, the ratio is then raised to the smallest value that keeps the target reachable if every later
-    group were pruned at ``max_ratio`` (AMC's ``_action_wall``), computed exactly with the cost table
-    (MACs/params) or the latency predictor (latency with a predicted-latency model).
+    ``Box(-1, 1, (1,), float32)``: mapped linearly to a ratio in ``[min_ratio, max_ratio]``. With ``depth``, the
+    group inside a removable residual block maps the lower ``1 - remove_band`` of the range to its ratio and the
+    top ``remove_band`` to "remove the block" (one continuous action covers width and depth). With the action
+    wall on, the decision is then raised to the smallest one that keeps the target reachable if every later
+    group were pruned at ``max_ratio`` and every later block removed (AMC's ``_action_wall``), computed exactly
+    with the cost table (MACs/params).
 
     ## Observation Space
-    ``Box(0, 1, (10,), float32)``, AMC's layer features, each normalized to [0, 1]:
+    ``Box(0, 1, (11,), float32)``, AMC's layer features and whether the group may remove its block, in [0, 1]:
 
     | Num | Observation  | Meaning                                                   |
     |-----|--------------|-----------------------------------------------------------|
@@ -86,7 +95,8 @@ class PruningEnv(gym.Env):
     | 6   | macs         | MACs the group's ratio scales                             |
     | 7   | macs_reduced | MACs already removed by earlier actions / total MACs      |
     | 8   | macs_rest    | MACs of the later groups / total MACs                     |
-    | 9   | prev_action  | the previous group's ratio                                |
+    | 9   | prev_action  | the previous group's ratio (1 when it removed its block)  |
+    | 10  | removable    | 1 when this group's action may remove its residual block  |
 
     ## Rewards
     0 on every step but the last; then the named reward (``acc``, ``acc_flops``, ``latency_soft``,
@@ -125,20 +135,36 @@ class PruningEnv(gym.Env):
             evaluator.model, input_shape=evaluator.input_shape, residual_stream=evaluator.config.residual_stream
         )
         self.num_groups = len(self.groups)
-        self._static = static_features(self.groups)
+        self.blocks = self._block_of_group() if config.depth else {}
+        self._static = static_features(self.groups, removable=set(self.blocks))
         self.total_macs = float(self.table.macs)
         self.observation_space = spaces.Box(0.0, 1.0, (len(FEATURES),), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.target_ms = latency.baseline_ms * config.target_ratio if latency is not None else None
         self._check_reachable()
         self._ratios: dict[str, float] = {}
+        self._removed: list[str] = []
         self._index = 0
         self._prev = 0.0
 
+    def _block_of_group(self) -> dict[str, str]:
+        """Group name → the removable residual block it is the inner group of."""
+        from prunegym.core.pruning import inner_group_of, removable_blocks
+
+        if self.latency is not None and not self.latency.needs_model:
+            log.warning("the predicted-latency table does not cover removed blocks yet: depth actions are off")
+            return {}
+        out = {}
+        for block in removable_blocks(self.evaluator.model):
+            group = inner_group_of(block, self.group_names)
+            if group is not None:
+                out[group] = block
+        return out
+
     # ------------------------------------------------------------------------------------------- budget
 
-    def _resource(self, ratios: Mapping[str, float]) -> float:
-        macs, params = self.table.predict(ratios, round_to=self.evaluator.config.round_to)
+    def _resource(self, ratios: Mapping[str, float], removed: Sequence[str] = ()) -> float:
+        macs, params = self.table.predict(ratios, round_to=self.evaluator.config.round_to, removed=removed)
         if self.config.target == "params":
             return params / self.table.params
         return macs / self.table.macs  # macs, and the MACs proxy of a measured-latency target
@@ -146,7 +172,7 @@ class PruningEnv(gym.Env):
     def _check_reachable(self) -> None:
         if self.config.target == "latency" or not self.config.action_wall:
             return
-        best = self._resource(dict.fromkeys(self.group_names, self.config.max_ratio))
+        best = self._resource(dict.fromkeys(self.group_names, self.config.max_ratio), list(self.blocks.values()))
         if best > self.config.target_ratio + 1e-9:
             raise UserError(
                 f"target {self.config.target}={self.config.target_ratio:.3f} is unreachable: even max_ratio "
@@ -154,31 +180,36 @@ class PruningEnv(gym.Env):
                 "raise max_ratio or target_ratio"
             )
 
-    def _wall(self, ratio: float) -> float:
-        """AMC's action wall: the smallest ratio ≥ ``ratio`` that keeps the target reachable."""
+    def _wall(self, ratio: float, remove: bool) -> tuple[float, bool]:
+        """AMC's action wall: the smallest decision ≥ ``(ratio, remove)`` that keeps the target reachable."""
         cfg = self.config
-        if not cfg.action_wall or cfg.target == "latency":
-            return ratio
-        later = {g: cfg.max_ratio for g in self.group_names[self._index + 1 :]}
+        if not cfg.action_wall or cfg.target == "latency" or remove:
+            return ratio, remove
+        name = self.group_names[self._index]
+        later_groups = self.group_names[self._index + 1 :]
+        later = dict.fromkeys(later_groups, cfg.max_ratio)
+        later_removed = [self.blocks[g] for g in later_groups if g in self.blocks]
 
-        def fits(r: float) -> bool:
-            return (
-                self._resource({**self._ratios, self.group_names[self._index]: r, **later}) <= cfg.target_ratio + 1e-9
-            )
+        def fits(r: float, drop: bool = False) -> bool:
+            removed = [*self._removed, *later_removed, *([self.blocks[name]] if drop else [])]
+            return self._resource({**self._ratios, name: r, **later}, removed) <= cfg.target_ratio + 1e-9
 
         if fits(ratio):
-            return ratio
+            return ratio, False
+        if not fits(cfg.max_ratio) and name in self.blocks:
+            return cfg.max_ratio, True
         lo, hi = ratio, cfg.max_ratio
         for _ in range(30):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-        return hi
+        return hi, False
 
     # ------------------------------------------------------------------------------------------- gym API
 
     def _get_obs(self) -> np.ndarray:
         i = min(self._index, self.num_groups - 1)
-        reduced = self.total_macs - self.table.predict(self._ratios, round_to=self.evaluator.config.round_to)[0]
+        macs = self.table.predict(self._ratios, round_to=self.evaluator.config.round_to, removed=self._removed)[0]
+        reduced = self.total_macs - macs
         rest = sum(g.group_macs for g in self.groups[i + 1 :])
         return observation(
             self._static,
@@ -191,31 +222,56 @@ class PruningEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self._ratios, self._index, self._prev = {}, 0, 0.0
+        self._ratios, self._removed, self._index, self._prev = {}, [], 0, 0.0
         return self._get_obs(), {"group": self.group_names[0]}
 
-    def action_to_ratio(self, action: np.ndarray | float) -> float:
+    def action_to_decision(self, action: np.ndarray | float, group: str | None = None) -> tuple[float, bool]:
+        """``(ratio, remove)`` of an action for ``group`` (default: the current one), before the action wall."""
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
         cfg = self.config
+        group = self.group_names[min(self._index, self.num_groups - 1)] if group is None else group
+        width = 2.0 * (1.0 - cfg.remove_band) if group in self.blocks else 2.0
+        if a + 1.0 > width:
+            return cfg.max_ratio, True
+        return cfg.min_ratio + (a + 1.0) / width * (cfg.max_ratio - cfg.min_ratio), False
+
+    def action_to_ratio(self, action: np.ndarray | float) -> float:
+        """The ratio an action maps to for a group without a removable block."""
+        cfg = self.config
+        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
         return cfg.min_ratio + (a + 1.0) / 2.0 * (cfg.max_ratio - cfg.min_ratio)
+
+    def action_of(self, ratio: float, *, remove: bool = False, group: str) -> float:
+        """The action that :meth:`action_to_decision` maps to ``(ratio, remove)`` for ``group``."""
+        cfg = self.config
+        if remove and group in self.blocks:
+            return 1.0
+        width = 2.0 * (1.0 - cfg.remove_band) if group in self.blocks else 2.0
+        if cfg.max_ratio <= cfg.min_ratio:
+            return -1.0
+        return float(np.clip((ratio - cfg.min_ratio) / (cfg.max_ratio - cfg.min_ratio) * width - 1.0, -1.0, 1.0))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._index >= self.num_groups:
             raise RuntimeError("episode is over; call reset()")
         name = self.group_names[self._index]
-        ratio = self._wall(self.action_to_ratio(action))
+        ratio, remove = self._wall(*self.action_to_decision(action, name))
         self._ratios[name] = ratio
-        self._prev = ratio
+        if remove:
+            self._removed.append(self.blocks[name])
+        self._prev = 1.0 if remove else ratio
         self._index += 1
         if self._index < self.num_groups:
-            return self._get_obs(), 0.0, False, False, {"group": name, "ratio": ratio}
+            return self._get_obs(), 0.0, False, False, {"group": name, "ratio": ratio, "remove": remove}
         info = self._finish()
         return self._get_obs(), float(info["reward"]), True, False, info
 
     def _finish(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         lat = self.latency
-        result = self.evaluator.evaluate(self._ratios, keep_model=lat is not None and lat.needs_model)
+        result = self.evaluator.evaluate(
+            self._ratios, keep_model=lat is not None and lat.needs_model, removed=self._removed
+        )
         seconds = dict(result.seconds)
         latency_ms = None
         if lat is not None:
@@ -236,6 +292,7 @@ class PruningEnv(gym.Env):
         seconds["total"] = time.perf_counter() - t0
         return {
             "policy": dict(self._ratios),
+            "removed": list(self._removed),
             "reward": reward,
             "accuracy": result.accuracy,
             "top5": result.top5,
@@ -245,7 +302,9 @@ class PruningEnv(gym.Env):
             "params_ratio": result.params / self.table.params,
             "latency_ms": latency_ms,
             "latency_ratio": None if latency_ms is None or lat is None else latency_ms / lat.baseline_ms,
-            "episode_actions": [self._ratios[g] for g in self.group_names],
+            "episode_actions": [
+                1.0 if self.blocks.get(g) in self._removed else self._ratios[g] for g in self.group_names
+            ],
             "cached": result.cached,
             "seconds": seconds,
         }
@@ -270,6 +329,7 @@ class PruningEnv(gym.Env):
         metrics = {k: float(info[k]) for k in keys if info.get(k) is not None}
         return Policy(
             ratios=dict(info["policy"]),
+            removed=tuple(info.get("removed") or ()),
             source=source,
             round_to=self.evaluator.config.round_to,
             criterion=self.evaluator.config.criterion,

@@ -17,14 +17,7 @@ from prunegym.env.pruning_env import PruningEnv
 from prunegym.search.optuna_config import OBJECTIVES, StudyConfig, make_pruner
 from prunegym.search.optuna_records import BUDGET
 
-__all__ = ["TrialObjective", "action_of_ratio"]
-
-
-def action_of_ratio(ratio: float, *, min_ratio: float, max_ratio: float) -> float:
-    """The env action in [-1, 1] that :meth:`PruningEnv.action_to_ratio` maps to ``ratio``."""
-    if max_ratio <= min_ratio:
-        return 0.0
-    return float(np.clip(2.0 * (ratio - min_ratio) / (max_ratio - min_ratio) - 1.0, -1.0, 1.0))
+__all__ = ["TrialObjective"]
 
 
 def _resource_ratio(info: Mapping[str, Any], target: str) -> float | None:
@@ -41,13 +34,17 @@ class _ReportingEvaluator:
         self._inner = inner
         self._report = report
         self.ratios: dict[str, float] | None = None
+        self.removed: tuple[str, ...] = ()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def evaluate(self, ratios: Mapping[str, float], *, report: Any = None, keep_model: bool = False) -> Any:
+    def evaluate(
+        self, ratios: Mapping[str, float], *, report: Any = None, keep_model: bool = False, removed: Any = ()
+    ) -> Any:
         self.ratios = {k: float(v) for k, v in ratios.items()}
-        return self._inner.evaluate(ratios, report=self._report or report, keep_model=keep_model)
+        self.removed = tuple(removed)
+        return self._inner.evaluate(ratios, report=self._report or report, keep_model=keep_model, removed=removed)
 
 
 class TrialObjective:
@@ -81,10 +78,11 @@ class TrialObjective:
         try:
             for name in env.group_names:
                 ratio = trial.suggest_float(name, cfg.min_ratio, cfg.max_ratio)
-                action = action_of_ratio(ratio, min_ratio=cfg.min_ratio, max_ratio=cfg.max_ratio)
+                remove = name in env.blocks and trial.suggest_categorical(f"remove:{env.blocks[name]}", (False, True))
+                action = env.action_of(ratio, remove=bool(remove), group=name)
                 _, _, terminated, _, info = env.step(np.array([action], dtype=np.float64))
         except optuna.TrialPruned:
-            policy = replace(self.template, ratios=proxy.ratios or {}, trial=trial.number)
+            policy = replace(self.template, ratios=proxy.ratios or {}, removed=proxy.removed, trial=trial.number)
             trial.set_user_attr("policy", policy.to_dict())
             raise
         finally:

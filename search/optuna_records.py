@@ -53,11 +53,17 @@ def trial_policy(trial: FrozenTrial) -> Policy:
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """The ``episodes.jsonl`` line of a finished trial."""
     attrs = trial.user_attrs
-    ratios = dict(trial_policy(trial).ratios)
+    policy = trial_policy(trial)
+    ratios = dict(policy.ratios)
     constraint = trial.constraints.get(BUDGET)
     if trial.state == TrialState.COMPLETE:
         info = {k: attrs.get(k) for k in METRIC_ATTRS}
-        info.update(policy=ratios, episode_actions=list(ratios.values()), seconds=attrs.get("seconds") or {})
+        info.update(
+            policy=ratios,
+            removed=list(policy.removed),
+            episode_actions=list(ratios.values()),
+            seconds=attrs.get("seconds") or {},
+        )
         record = episode_record(episode=trial.number, info=info, sigma=None)
     elif trial.state == TrialState.PRUNED:
         seconds = trial.duration.total_seconds() if trial.duration is not None else None
@@ -65,6 +71,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         record.update(
             episode=trial.number,
             policy=ratios,
+            removed=list(policy.removed),
             actions=list(ratios.values()),
             seconds={} if seconds is None else {"total": seconds},
         )

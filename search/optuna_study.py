@@ -56,7 +56,7 @@ from prunegym.search.optuna_config import (
     make_sampler,
     sampler_seed,
 )
-from prunegym.search.optuna_objective import TrialObjective, action_of_ratio
+from prunegym.search.optuna_objective import TrialObjective
 from prunegym.search.optuna_plots import PARETO_FILE, TRIALS_FILE, ParetoPoint, pareto_front, plot_pareto, plot_trials
 from prunegym.search.optuna_records import FINISHED, TrialRecorder
 from prunegym.search.optuna_storage import StorageSpec, open_storage, resolve_storage
@@ -67,7 +67,6 @@ __all__ = [
     "STUDY_FILE",
     "StudyConfig",
     "StudySummary",
-    "action_of_ratio",
     "load_run_study",
     "make_sampler",
     "run_study",
@@ -283,7 +282,7 @@ def run_study(
     study_name: str | None = None,
     n_trials: int | None = None,
     progress: ProgressFn | None = None,
-    enqueue: Sequence[Mapping[str, float]] = (),
+    enqueue: Sequence[Policy | Mapping[str, float]] = (),
 ) -> StudySummary:
     """Run (or continue) this worker's share of the study until it has ``n_trials`` finished trials.
 
@@ -296,7 +295,7 @@ def run_study(
         config: the study settings; ``storage``, ``study_name`` and ``n_trials`` override its fields.
         run_dir: this worker's run folder (created if missing)
         progress: ``progress(trials_done, n_trials, best_reward)`` after every finished trial.
-        enqueue: ratio policies (``{group: ratio}``) to evaluate first, e.g. the agent's best or a uniform one; each
+        enqueue: policies (or ``{group: ratio}``) to evaluate first, e.g. the agent's best or a uniform one; each
             is enqueued once per study (skipped if the study already has it)
     """
     overrides = {"storage": storage, "study_name": study_name, "n_trials": n_trials}
@@ -372,11 +371,13 @@ def _fail_own_running(study: optuna.Study, storage: optuna.storages.BaseStorage,
     log.warning("marked %d trial(s) this worker left running as FAIL: %s", len(stale), [t.number for t in stale])
 
 
-def _enqueue(study: optuna.Study, *, env: PruningEnv, policies: Sequence[Mapping[str, float]]) -> None:
+def _enqueue(study: optuna.Study, *, env: PruningEnv, policies: Sequence[Policy | Mapping[str, float]]) -> None:
     lo, hi = env.config.min_ratio, env.config.max_ratio
-    for ratios in policies:
-        Policy(ratios=dict(ratios)).validate(env.group_names)
-        params = {g: float(min(max(float(ratios.get(g, 0.0)), lo), hi)) for g in env.group_names}
+    for item in policies:
+        policy = item if isinstance(item, Policy) else Policy(ratios=dict(item))
+        policy.validate(env.group_names)
+        params: dict[str, Any] = {g: float(min(max(policy.ratio(g), lo), hi)) for g in env.group_names}
+        params.update({f"remove:{block}": block in policy.removed for block in env.blocks.values()})
         study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
 
 

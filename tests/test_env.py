@@ -51,8 +51,9 @@ def test_same_seed_and_actions_give_identical_trajectories(digits_model: Path) -
 def test_observation_is_amc_features(digits_model: Path) -> None:
     env = build_env(spec(digits_model))
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (10,) and obs.dtype == np.float32
+    assert obs.shape == (11,) and obs.dtype == np.float32
     assert obs[0] == 0.0 and obs[7] == 0.0 and obs[9] == 0.0  # first group, nothing reduced, no previous action
+    assert obs[10] == 0.0  # a plain CNN: no residual block to remove
     obs, *_ = env.step(np.array([1.0], dtype=np.float32))  # max ratio on the first group
     assert obs[0] == pytest.approx(1 / 3)  # index 1 of 4, min-max normalized
     assert obs[7] > 0.0 and obs[9] == pytest.approx(0.8)
