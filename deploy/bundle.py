@@ -55,6 +55,9 @@ _ROWS = (
     ("size_mb", "Size (MB)", "size"),
     ("latency_ms", "Latency (ms)", "latency"),
     ("fps", "Throughput (FPS)", "fps"),
+    ("mac_reduction", "MAC reduction (×)", "ratio"),
+    ("speedup", "Speed-up vs baseline FP32 (×)", "ratio"),
+    ("realization", "Realization (speed-up ÷ MAC reduction)", "ratio"),
 )
 
 
@@ -65,6 +68,8 @@ def _fmt_value(value: Any, kind: str) -> str:
         return f"{value:.2f}"
     if kind == "count":
         return _human(value)
+    if kind == "ratio":
+        return f"{value:.2f}"
     if kind in ("size", "latency"):
         return f"{value:.3f}" if value < 10 else f"{value:.2f}"
     return f"{value:.0f}"
@@ -89,6 +94,8 @@ def _fmt_delta(value: Any, base: Any, kind: str) -> str:
         return f" ({base / value:.2f}× faster)" if value <= base else f" ({value / base:.2f}× slower)"
     if kind == "fps":
         return f" ({value / base:.2f}×)"
+    if kind == "ratio":
+        return ""
     return f" ({100.0 * (value - base) / base:+.1f}%)"
 
 

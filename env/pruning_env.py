@@ -79,7 +79,7 @@ class PruningEnv(gym.Env):
     top ``remove_band`` to "remove the block" (one continuous action covers width and depth). With the action
     wall on, the decision is then raised to the smallest one that keeps the target reachable if every later
     group were pruned at ``max_ratio`` and every later block removed (AMC's ``_action_wall``), computed exactly
-    with the cost table (MACs/params).
+    with the cost table (MACs/params) or with the predicted-latency table (``--target latency``).
 
     ## Observation Space
     ``Box(0, 1, (11,), float32)``, AMC's layer features and whether the group may remove its block, in [0, 1]:
@@ -163,14 +163,22 @@ class PruningEnv(gym.Env):
 
     # ------------------------------------------------------------------------------------------- budget
 
+    @property
+    def _predictor(self) -> Any:
+        """The latency model when it predicts from ratios alone (a latency table), else None."""
+        lat = self.latency
+        return lat if lat is not None and not lat.needs_model and hasattr(lat, "predict") else None
+
     def _resource(self, ratios: Mapping[str, float], removed: Sequence[str] = ()) -> float:
+        if self.config.target == "latency" and self._predictor is not None:
+            return float(self._predictor.predict(ratios)) / float(self.latency.baseline_ms)
         macs, params = self.table.predict(ratios, round_to=self.evaluator.config.round_to, removed=removed)
         if self.config.target == "params":
             return params / self.table.params
         return macs / self.table.macs  # macs, and the MACs proxy of a measured-latency target
 
     def _check_reachable(self) -> None:
-        if self.config.target == "latency" or not self.config.action_wall:
+        if (self.config.target == "latency" and self._predictor is None) or not self.config.action_wall:
             return
         best = self._resource(dict.fromkeys(self.group_names, self.config.max_ratio), list(self.blocks.values()))
         if best > self.config.target_ratio + 1e-9:
@@ -183,7 +191,7 @@ class PruningEnv(gym.Env):
     def _wall(self, ratio: float, remove: bool) -> tuple[float, bool]:
         """AMC's action wall: the smallest decision ≥ ``(ratio, remove)`` that keeps the target reachable."""
         cfg = self.config
-        if not cfg.action_wall or cfg.target == "latency" or remove:
+        if not cfg.action_wall or (cfg.target == "latency" and self._predictor is None) or remove:
             return ratio, remove
         name = self.group_names[self._index]
         later_groups = self.group_names[self._index + 1 :]

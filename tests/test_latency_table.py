@@ -280,3 +280,35 @@ def test_cli_build_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     report = json.loads(capsys.readouterr().out)
     assert report["policies"] == 4 and {"cpu", "wall"} == set(report["metrics"])
     assert Path(report["plot"]).exists()
+
+
+def test_a_latency_budget_episode_keeps_its_predicted_latency_within_the_budget(table_path: Path) -> None:
+    spec = EnvSpec.from_options(
+        model="smallcnn",
+        data="digits",
+        val_size=280,
+        bn_recalib_images=100,
+        latency="predicted",
+        latency_table=str(table_path),
+        target="latency",
+        target_ratio=0.7,
+    )
+    env = build_env(spec)
+    for actions in ([-1.0] * env.num_groups, [0.3, -1.0, -0.5, -1.0]):
+        env.reset(seed=0)
+        info: dict = {}
+        for a in actions:
+            *_, info = env.step(np.array([a], dtype=np.float32))
+        assert info["latency_ratio"] <= 0.7 + 1e-9  # the wall, computed on the table, keeps the budget
+        assert info["latency_ratio"] > 0.6  # and takes no more than it must
+    unreachable = EnvSpec.from_options(
+        model="smallcnn",
+        data="digits",
+        val_size=280,
+        latency="predicted",
+        latency_table=str(table_path),
+        target="latency",
+        target_ratio=0.01,
+    )
+    with pytest.raises(UserError, match="unreachable"):
+        build_env(unreachable)

@@ -73,7 +73,13 @@ def _zero_channels(model: nn.Module, removed: dict[str, tuple[int, ...]]) -> nn.
 @pytest.mark.parametrize("depth", [20, 56])
 def test_a_stream_pruned_resnet_equals_the_masked_original(depth: int) -> None:
     model = _random_resnet(depth, seed=depth)
-    ratios = {"conv1": 0.5, "layer2.0.conv2": 0.25, "layer3.0.conv2": 0.5, "layer1.1.conv1": 0.5, "layer3.2.conv1": 0.75}
+    ratios = {
+        "conv1": 0.5,
+        "layer2.0.conv2": 0.25,
+        "layer3.0.conv2": 0.5,
+        "layer1.1.conv1": 0.5,
+        "layer3.2.conv1": 0.75,
+    }
     pruned = copy_model(model)
     removed = prune_in_place(pruned, Policy(ratios=ratios), input_shape=SHAPE)
     assert {k: len(v) for k, v in removed.items()} == {
