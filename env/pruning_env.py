@@ -151,14 +151,20 @@ class PruningEnv(gym.Env):
         """Group name → the removable residual block it is the inner group of."""
         from prunegym.core.pruning import inner_group_of, removable_blocks
 
+        covered = None
         if self.latency is not None and not self.latency.needs_model:
-            log.warning("the predicted-latency table does not cover removed blocks yet: depth actions are off")
-            return {}
+            covered = set(getattr(self.latency, "blocks", {}))
         out = {}
         for block in removable_blocks(self.evaluator.model):
             group = inner_group_of(block, self.group_names)
-            if group is not None:
+            if group is not None and (covered is None or block in covered):
                 out[group] = block
+        if covered is not None and len(out) < len(removable_blocks(self.evaluator.model)):
+            log.warning(
+                "the predicted-latency table covers %d of the model's removable blocks; depth actions only for those "
+                "(rebuild it with `prunegym latency build --depth` for all)",
+                len(out),
+            )
         return out
 
     # ------------------------------------------------------------------------------------------- budget
@@ -171,7 +177,7 @@ class PruningEnv(gym.Env):
 
     def _resource(self, ratios: Mapping[str, float], removed: Sequence[str] = ()) -> float:
         if self.config.target == "latency" and self._predictor is not None:
-            return float(self._predictor.predict(ratios)) / float(self.latency.baseline_ms)
+            return float(self._predictor.predict(ratios, removed=removed)) / float(self.latency.baseline_ms)
         macs, params = self.table.predict(ratios, round_to=self.evaluator.config.round_to, removed=removed)
         if self.config.target == "params":
             return params / self.table.params
@@ -284,7 +290,9 @@ class PruningEnv(gym.Env):
         latency_ms = None
         if lat is not None:
             t = time.perf_counter()
-            latency_ms = lat.latency_ms(model=result.model, ratios=self._ratios, kept=result.kept)
+            latency_ms = lat.latency_ms(
+                model=result.model, ratios=self._ratios, kept=result.kept, removed=tuple(self._removed)
+            )
             seconds["latency"] = time.perf_counter() - t
         inputs = RewardInputs(
             accuracy=result.accuracy / 100.0,

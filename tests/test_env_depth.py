@@ -108,3 +108,37 @@ def test_optuna_and_random_search_record_removed_blocks(resnet_digits: Path, tmp
     run_search(env=env, config=SearchConfig(agent="random", episodes=3, tensorboard=False), run_dir=tmp_path / "rs")
     best = Policy.load(tmp_path / "rs" / "best_policy.yaml")
     assert isinstance(best.removed, tuple)
+
+
+def test_a_depth_latency_table_predicts_removed_blocks_and_keeps_a_latency_budget(
+    resnet_digits: Path, tmp_path: Path
+) -> None:
+    from prunegym.core.checkpoint import load_model
+    from prunegym.core.onnxrt import LatencyConfig
+    from prunegym.env.latency import PredictedLatency, TableBuildConfig, build_latency_table
+
+    model = load_model(str(resnet_digits))
+    config = TableBuildConfig(
+        grid_step=8, repeats=4, rounds=2, warmup=1, chunk=32, calib_policies=8, calib_repeats=8, calib_rounds=2
+    )
+    out = tmp_path / "r20-digits.json"
+    table = build_latency_table(
+        model=model, input_shape=(1, 8, 8), config=config, latency=LatencyConfig(), out=out, source={}
+    )
+    assert len(table.search["blocks"]) == 7
+    pred = PredictedLatency(table=table)
+    blocks = list(pred.blocks)
+    fewer = pred.predict({}, removed=blocks[:3])
+    fewest = pred.predict({}, removed=blocks)
+    assert fewest < fewer < pred.baseline_ms  # the monotone mode: removing more never predicts more time
+    assert pred.predict({pred.blocks[blocks[0]]: 1.0}) == pred.predict({}, removed=blocks[:1])
+    env = build_env(
+        _spec(resnet_digits, latency="predicted", latency_table=str(out), target="latency", target_ratio=0.6)
+    )
+    assert len(env.blocks) == 7
+    env.reset(seed=0)
+    info: dict = {}
+    for _ in env.group_names:
+        *_, info = env.step(np.array([-1.0], dtype=np.float32))
+    assert info["latency_ratio"] <= 0.6 + 1e-9
+    assert info["latency_ms"] == pytest.approx(pred.predict(info["policy"], removed=info["removed"]), rel=1e-4)

@@ -28,7 +28,7 @@ from prunegym.core.pruning import CostTable, cost_table
 from prunegym.env.latency.calibration import Calibration
 from prunegym.env.latency.config import Progress, TableBuildConfig
 from prunegym.env.latency.grids import group_counts, side_values, thin_axis
-from prunegym.env.latency.predict import nchwc_block
+from prunegym.env.latency.predict import depth_blocks, nchwc_block
 from prunegym.env.latency.profiling import (
     LayerContext,
     export_micro_graph,
@@ -237,6 +237,7 @@ def build_latency_table(
     arch = architecture_hash(model, input_shape=input_shape)
     clock = resolve_clock(config.clock, config=latency)
     block = nchwc_block(device["provider"])
+    blocks = depth_blocks(model, channels) if config.depth else {}
     search = {
         "round_to": config.round_to,
         "max_ratio": config.max_ratio,
@@ -246,6 +247,7 @@ def build_latency_table(
         "mode": config.mode,
         "clock": clock,
         "align_block": block,
+        "blocks": blocks,
     }
     header = {"arch_hash": arch, "device": device, "search": search}
     measured: Points = {k: {} for k in sigs}
@@ -255,6 +257,7 @@ def build_latency_table(
     calib = Calibration(
         model=model,
         channels=channels,
+        blocks=blocks,
         input_shape=input_shape,
         config=config,
         latency=latency,

@@ -22,6 +22,7 @@ from torch import nn
 
 from prunegym.core.onnx_export import export_onnx_bytes
 from prunegym.core.onnxrt import Interleaved, LatencyConfig
+from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, kept_channels
 from prunegym.env.latency.config import MODES, Progress, TableBuildConfig
 from prunegym.env.latency.predict import LayerSums
@@ -42,29 +43,60 @@ log = logging.getLogger(__name__)
 _SLOPES = (0.2, 5.0)  # a fitted slope outside this range is implausible
 
 
+REMOVE_P = 0.35  # chance that a random depth policy removes each removable block
+
+
 def random_policies(
-    groups: Mapping[str, int] | Sequence[str], *, count: int, max_ratio: float, seed: int
+    groups: Mapping[str, int] | Sequence[str],
+    *,
+    count: int,
+    max_ratio: float,
+    seed: int,
+    blocks: Mapping[str, str] | None = None,
 ) -> list[dict[str, float]]:
     """``count`` policies with every group's ratio uniform in [0, max_ratio].
+
+    With ``blocks`` (removable block → inner group), each block is also removed with probability
+    :data:`REMOVE_P`, written as its inner group at ratio 1.0 (what :class:`PredictedLatency` and
+    :func:`prune_model` read as "removed").
 
     Args:
         groups: the group names (or group → channels).
         count: how many policies.
         max_ratio: the largest ratio.
         seed: seeds the generator.
+        blocks: the removable blocks and their inner groups, for depth policies.
 
     Returns:
         The policies, group → ratio.
     """
     rng = np.random.default_rng(seed)
     names = list(groups)
-    return [
+    pols = [
         {g: float(r) for g, r in zip(names, rng.uniform(0.0, max_ratio, len(names)), strict=True)} for _ in range(count)
     ]
+    if blocks:
+        inner = list(blocks.values())
+        for pol, drops in zip(pols, rng.random((count, len(inner))) < REMOVE_P, strict=True):
+            pol.update({g: 1.0 for g, drop in zip(inner, drops, strict=True) if drop})
+    return pols
+
+
+def split_removed(ratios: Mapping[str, float], blocks: Mapping[str, str]) -> tuple[dict[str, float], tuple[str, ...]]:
+    """``(ratios, removed blocks)`` of a latency-code policy, where a block's inner group at ratio ≥ 1 removes it."""
+    removed = tuple(b for b, g in blocks.items() if ratios.get(g, 0.0) >= 1.0)
+    gone = {blocks[b] for b in removed}
+    return {g: r for g, r in ratios.items() if g not in gone}, removed
 
 
 def calibration_policies(
-    channels: Mapping[str, int], *, count: int, max_ratio: float, seed: int, block: int
+    channels: Mapping[str, int],
+    *,
+    count: int,
+    max_ratio: float,
+    seed: int,
+    block: int,
+    blocks: Mapping[str, str] | None = None,
 ) -> list[dict[str, float]]:
     """The calibration models' policies.
 
@@ -74,10 +106,12 @@ def calibration_policies(
         max_ratio: the largest ratio.
         seed: seeds the random policies.
         block: the NCHWc block (> 1 adds the aligned policy).
+        blocks: removable block → inner group; the random policies then remove blocks too.
 
     Returns:
         The unpruned model, uniform ratios at 1/2 and 1 × max_ratio, every group cut to a multiple of ``block``
-        near 60 % of its channels (when ``block`` > 1), then random policies, up to ``count`` in all.
+        near 60 % of its channels (when ``block`` > 1), every other block removed (with ``blocks``), then random
+        policies, up to ``count`` in all.
     """
     groups = list(channels)
     fixed = [dict.fromkeys(groups, 0.0), dict.fromkeys(groups, max_ratio / 2), dict.fromkeys(groups, max_ratio)]
@@ -88,18 +122,27 @@ def calibration_policies(
             k = block * max(1, round(n * 0.6 / block))
             aligned[g] = 1.0 - k / n if lowest <= k < n else 0.0
         fixed.append(aligned)
+    if blocks:
+        fixed.append({**dict.fromkeys(groups, 0.0), **{g: 1.0 for g in list(blocks.values())[::2]}})
     pols = fixed[: max(1, count)]
     rest = max(0, count - len(fixed))
-    return pols + random_policies(groups, count=rest, max_ratio=max_ratio, seed=seed + 7919)
+    return pols + random_policies(groups, count=rest, max_ratio=max_ratio, seed=seed + 7919, blocks=blocks)
 
 
 def prune_model(
-    model: nn.Module, ratios: Mapping[str, float], *, input_shape: Sequence[int], round_to: int
+    model: nn.Module,
+    ratios: Mapping[str, float],
+    *,
+    input_shape: Sequence[int],
+    round_to: int,
+    blocks: Mapping[str, str] | None = None,
 ) -> nn.Module:
-    """``model`` pruned with ``ratios`` (``model`` itself when no ratio is positive)."""
+    """``model`` pruned with ``ratios`` (``model`` itself when no ratio is positive); with ``blocks``, a block's
+    inner group at ratio 1 removes the block (:func:`split_removed`)."""
     if not any(r > 0 for r in ratios.values()):
         return model
-    return apply_policy(model, dict(ratios), input_shape=tuple(input_shape), round_to=round_to)
+    kept, removed = split_removed(ratios, blocks or {})
+    return apply_policy(model, Policy(ratios=kept, removed=removed), input_shape=tuple(input_shape), round_to=round_to)
 
 
 def export_model_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
@@ -178,6 +221,7 @@ class Calibration:
     Args:
         model: the unpruned model.
         channels: group → unpruned channel count.
+        blocks: removable block → inner group (empty: no depth policies).
         input_shape: C×H×W of one input.
         config: the table's build settings (policies, repeats, rounds, round_to, seed).
         latency: provider, threads, batch, warm-up, graph optimization and seed of the measurement.
@@ -192,18 +236,25 @@ class Calibration:
         channels: Mapping[str, int],
         input_shape: Sequence[int],
         config: TableBuildConfig,
+        blocks: Mapping[str, str] | None = None,
         latency: LatencyConfig,
         block: int,
         progress: Progress | None,
     ) -> None:
+        self.blocks = dict(blocks or {})
         self.policies = calibration_policies(
-            channels, count=max(1, config.calib_policies), max_ratio=config.max_ratio, seed=config.seed, block=block
+            channels,
+            count=max(1, config.calib_policies),
+            max_ratio=config.max_ratio,
+            seed=config.seed,
+            block=block,
+            blocks=self.blocks,
         )
         self.config = config
         self.progress = progress
         graphs = []
         for i, pol in enumerate(self.policies):
-            net = prune_model(model, pol, input_shape=input_shape, round_to=config.round_to)
+            net = prune_model(model, pol, input_shape=input_shape, round_to=config.round_to, blocks=self.blocks)
             graphs.append(export_model_bytes(net, input_shape))
             if progress is not None:
                 progress("prepare", i + 1, len(self.policies))
@@ -242,8 +293,12 @@ class Calibration:
         raw = LayerSums(table, group_order=tuple(table.groups), monotone=False, block=block)
         rows, sums_mono, sums_a, sums_o = [], [], [], []
         for name, pol, ms in zip(_policy_names(len(self.policies), block), self.policies, y, strict=True):
+            inner = set(self.blocks.values())
             kept = tuple(
-                kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g) for g in table.groups
+                0
+                if g in inner and pol.get(g, 0.0) >= 1.0
+                else kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g)
+                for g in table.groups
             )
             m = sum(mono.sums(kept))
             a, o = raw.sums(kept)

@@ -152,13 +152,13 @@ def _export_candidates(
     input_shape: Sequence[int],
     round_to: int,
     progress: Progress | None,
+    blocks: Mapping[str, str] | None = None,
 ) -> list[bytes]:
     """The unpruned model, then each policy's pruned model, as serialized ONNX."""
     graphs = [export_model_bytes(model, input_shape)]  # the unpruned reference
     for i, pol in enumerate(policies):
-        graphs.append(
-            export_model_bytes(prune_model(model, pol, input_shape=input_shape, round_to=round_to), input_shape)
-        )
+        net = prune_model(model, pol, input_shape=input_shape, round_to=round_to, blocks=blocks)
+        graphs.append(export_model_bytes(net, input_shape))
         if progress is not None:
             progress("prune", i + 1, len(policies))
     return graphs
@@ -237,11 +237,14 @@ def check_latency_table(
     max_ratio = float(table.search["max_ratio"]) if max_ratio is None else max_ratio
     round_to = int(table.search["round_to"])
     clock = str(table.search.get("clock", "wall"))
-    pols = random_policies(predictor.group_order, count=policies, max_ratio=max_ratio, seed=seed)
+    blocks = predictor.blocks
+    pols = random_policies(predictor.group_order, count=policies, max_ratio=max_ratio, seed=seed, blocks=blocks)
     predicted = np.array([predictor.predict(p) for p in pols])
     t_pred = time.perf_counter() - t0
     t = time.perf_counter()
-    graphs = _export_candidates(model, pols, input_shape=input_shape, round_to=round_to, progress=progress)
+    graphs = _export_candidates(
+        model, pols, input_shape=input_shape, round_to=round_to, progress=progress, blocks=blocks
+    )
     t_prune = time.perf_counter() - t
     cfg = latency or _table_latency(table)
     t = time.perf_counter()

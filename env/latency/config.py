@@ -38,6 +38,8 @@ class TableBuildConfig:
         clock: what the table predicts: auto (cpu at 1 CPU thread, else wall), cpu (thread CPU time: immune to
             time-slicing), wall.
         seed: seeds the random calibration policies.
+        depth: cover removed residual blocks too (models that have removable blocks): calibration and check
+            policies then remove blocks at random; a removed block is its inner group at ratio 1.
 
     Raises:
         UserError: a value out of range, an unknown mode or clock.
@@ -56,6 +58,7 @@ class TableBuildConfig:
     mode: str = "monotone"
     clock: str = "auto"
     seed: int = 0
+    depth: bool = True
 
     def __post_init__(self) -> None:
         if self.round_to < 1:

@@ -35,8 +35,15 @@ class LatencyModel(Protocol):
     baseline_ms: float
     needs_model: bool
 
-    def latency_ms(self, *, model: nn.Module | None, ratios: Mapping[str, float], kept: tuple[int, ...]) -> float:
-        """Latency (ms) of a candidate: its pruned model (or None), its ratios and its kept channel counts."""
+    def latency_ms(
+        self,
+        *,
+        model: nn.Module | None,
+        ratios: Mapping[str, float],
+        kept: tuple[int, ...],
+        removed: Sequence[str] = (),
+    ) -> float:
+        """Latency (ms) of a candidate: its pruned model (or None), ratios, kept channel counts, removed blocks."""
         ...
 
 
@@ -77,7 +84,7 @@ class MeasuredLatency:
     def __init__(self, *, base_model: nn.Module, input_shape: tuple[int, int, int], config: LatencyConfig) -> None:
         self.input_shape = tuple(input_shape)
         self.config = config
-        self._cache: dict[tuple[int, ...], float] = {}
+        self._cache: dict[tuple[tuple[int, ...], tuple[str, ...]], float] = {}
         self.baseline_ms = measure_model_latency(base_model, input_shape=self.input_shape, config=config).median_ms
         log.info(
             "baseline latency %.3f ms (%s, %d thread(s), batch %d)",
@@ -87,13 +94,21 @@ class MeasuredLatency:
             config.batch_size,
         )
 
-    def latency_ms(self, *, model: nn.Module | None, ratios: Mapping[str, float], kept: tuple[int, ...]) -> float:
-        """The measured median latency (ms) of a candidate, cached by its kept channel counts.
+    def latency_ms(
+        self,
+        *,
+        model: nn.Module | None,
+        ratios: Mapping[str, float],
+        kept: tuple[int, ...],
+        removed: Sequence[str] = (),
+    ) -> float:
+        """The measured median latency (ms) of a candidate, cached by its kept channel counts and removed blocks.
 
         Args:
-            model: the pruned model; needed unless ``kept`` is cached.
+            model: the pruned model; needed unless the candidate is cached.
             ratios: the candidate's ratios (not used).
-            kept: the candidate's kept channel counts (the cache key).
+            kept: the candidate's kept channel counts (with ``removed``, the cache key).
+            removed: the candidate's removed blocks.
 
         Returns:
             The median latency in ms.
@@ -101,10 +116,11 @@ class MeasuredLatency:
         Raises:
             ValueError: an uncached candidate without its model.
         """
-        if kept in self._cache:
-            return self._cache[kept]
+        key = (kept, tuple(sorted(removed)))
+        if key in self._cache:
+            return self._cache[key]
         if model is None:
             raise ValueError("MeasuredLatency needs the pruned model of an uncached candidate")
         ms = measure_model_latency(model, input_shape=self.input_shape, config=self.config).median_ms
-        self._cache[kept] = ms
+        self._cache[key] = ms
         return ms

@@ -143,8 +143,26 @@ def nchwc_block(provider: str) -> int:
     return 8 if "avx" in flags or "avx2" in flags else 1
 
 
+def depth_blocks(model: nn.Module, channels: Mapping[str, int]) -> dict[str, str]:
+    """Removable residual block → its inner group, for the blocks whose inner group is one of ``channels``."""
+    from prunegym.core.pruning import inner_group_of, removable_blocks
+
+    out = {}
+    for block in removable_blocks(model):
+        group = inner_group_of(block, list(channels))
+        if group is not None:
+            out[block] = group
+    return out
+
+
+def _inside(name: str, block: str) -> bool:
+    return name == block or name.startswith(block + ".")
+
+
 class LayerSums:
     """Per-layer table times of a candidate, summed separately over NCHWc-aligned and other layers.
+
+    A removable block whose inner group keeps 0 channels is removed: its layers cost nothing.
 
     Args:
         table: the table.
@@ -160,6 +178,8 @@ class LayerSums:
             LayerLookup(e, table.signatures[e.signature]["points"], channels=table.groups, monotone=monotone)
             for e in table.layers
         ]
+        blocks = dict(table.search.get("blocks") or {})
+        self.inner = [next((g for b, g in blocks.items() if _inside(la.name, b)), None) for la in self.layers]
         self.outside = False
 
     def sums(self, kept: Sequence[int]) -> tuple[float, float]:
@@ -167,7 +187,9 @@ class LayerSums:
         counts = dict(zip(self.group_order, kept, strict=True))
         aligned = other = 0.0
         b = self.block
-        for la in self.layers:
+        for la, inner in zip(self.layers, self.inner, strict=True):
+            if inner is not None and counts[inner] == 0:
+                continue  # the block is removed
             ms, out = la.ms(counts)
             self.outside |= out
             cin, cout = la.last
@@ -315,18 +337,44 @@ class PredictedLatency:
     def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         """Kept channel counts (in ``group_order``) of ``ratios`` at the table's round_to."""
         rt = int(self.table.search["round_to"])
+        inner = set(self.blocks.values())
         return tuple(
-            kept_channels(self.table.groups[g], float(ratios.get(g, 0.0)), rt, name=g) for g in self.group_order
+            0
+            if g in inner and float(ratios.get(g, 0.0)) >= 1.0
+            else kept_channels(self.table.groups[g], float(ratios.get(g, 0.0)), rt, name=g)
+            for g in self.group_order
         )
 
-    def predict(self, ratios: Mapping[str, float]) -> float:
-        """Predicted latency (ms) of the model pruned with ``ratios`` (group → ratio), at the table's round_to."""
+    @property
+    def blocks(self) -> dict[str, str]:
+        """Removable block → inner group, for the blocks this table covers (empty: built without depth)."""
+        return dict(self.table.search.get("blocks") or {})
+
+    def predict(self, ratios: Mapping[str, float], *, removed: Sequence[str] = ()) -> float:
+        """Predicted latency (ms) of the model pruned with ``ratios`` (group → ratio) and without the ``removed``
+        blocks, at the table's round_to. A block's inner group at ratio 1 also means the block is removed.
+
+        Raises:
+            UserError: a removed block the table does not cover.
+        """
+        if removed:
+            missing = [b for b in removed if b not in self.blocks]
+            if missing:
+                raise UserError(f"the latency table does not cover removed block '{missing[0]}'; {REBUILD} --depth")
+            ratios = {**ratios, **{self.blocks[b]: 1.0 for b in removed}}
         return self.predict_kept(self.kept(ratios))
 
-    def latency_ms(self, *, model: nn.Module | None, ratios: Mapping[str, float], kept: tuple[int, ...]) -> float:
+    def latency_ms(
+        self,
+        *,
+        model: nn.Module | None,
+        ratios: Mapping[str, float],
+        kept: tuple[int, ...],
+        removed: Sequence[str] = (),
+    ) -> float:
         """The :class:`~prunegym.env.latency.measured.LatencyModel` entry point; ``model`` is not used."""
-        if len(kept) != len(self.group_order):
-            return self.predict(ratios)
+        if removed or len(kept) != len(self.group_order):
+            return self.predict(ratios, removed=removed)
         return self.predict_kept(kept)
 
     def layer_ms(self, ratios: Mapping[str, float]) -> dict[str, float]:
