@@ -34,17 +34,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle)
     models = {"fp32": bundle / "model.onnx", "int8": bundle / "model.int8.onnx"}
+    if args.baseline:
+        models = {"baseline": Path(args.baseline), **models}  # the reference of every ratio
     report = benchmark_models(
         models,
         threads=tuple(int(t) for t in args.threads.split(",")),
         batch_throughput=args.batch,
         repeats=args.repeats,
         rounds=args.rounds,
+        clock=args.clock,
     )
     if args.json:
         print_json(report.to_dict())
     else:
-        stdout.print(report.to_markdown())
+        print(report.to_markdown())  # a Markdown table: never wrapped
     return 0
 
 
@@ -80,6 +83,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch", type=int, default=64, help="throughput batch size")
     b.add_argument("--repeats", type=int, default=50, help="timed batch-1 runs per model and thread count")
     b.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    b.add_argument(
+        "--baseline",
+        metavar="ONNX",
+        help="the unpruned model's ONNX file (e.g. RUN/replay/onnx/baseline.onnx): timed first, the speed-up reference",
+    )
+    b.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="latency clock: auto = the inference thread's CPU time at 1 thread (immune to busy neighbours), else wall",
+    )
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=cmd_bench)
     d.set_defaults(func=lambda a: d.print_help() or 2)

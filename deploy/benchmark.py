@@ -12,8 +12,6 @@ machine it runs on.
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,11 +22,23 @@ import numpy as np
 import onnxruntime as ort
 
 from prunegym.core.errors import UserError
-from prunegym.core.onnxrt import make_session, random_input, rotated_order, summarize_ms, time_runs
+from prunegym.core.onnxrt import (
+    LatencyConfig,
+    machine_description,
+    make_session,
+    random_input,
+    resolve_clock,
+    rotated_order,
+    summarize_ms,
+    time_runs,
+    time_runs_both,
+)
 
 __all__ = ["BenchmarkEntry", "BenchmarkReport", "benchmark_models"]
 
 log = logging.getLogger(__name__)
+
+NOISY_CV = 0.10  # spread of a model's per-round latency ratios to the first model above which a figure is flagged
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,10 @@ class BenchmarkEntry:
     throughput_fps: float
     batch_throughput: int
     latency_samples: int
-    speedup: float  # first model's median latency / this one's (> 1: faster)
+    speedup: float  # median over rounds of (first model's round median / this one's) (> 1: faster)
     fps_ratio: float  # this throughput / first model's throughput
+    clock: str = "wall"  # what latency was timed with: cpu (the inference thread's CPU time) or wall
+    speedup_cv: float = 0.0  # coefficient of variation of the per-round speed-ups (dispersion)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -62,6 +74,11 @@ class BenchmarkReport:
     machine: str
     onnxruntime: str
 
+    @property
+    def noisy(self) -> list[BenchmarkEntry]:
+        """Entries whose per-round speed-ups spread more than :data:`NOISY_CV`: the machine was too busy."""
+        return [e for e in self.entries if e.speedup_cv > NOISY_CV]
+
     def get(self, model: str, threads: int) -> BenchmarkEntry:
         for entry in self.entries:
             if entry.model == model and entry.threads == threads:
@@ -75,25 +92,35 @@ class BenchmarkReport:
             "provider": self.provider,
             "machine": self.machine,
             "onnxruntime": self.onnxruntime,
+            "noisy": [f"{e.model}@{e.threads}" for e in self.noisy],
             "entries": [e.to_dict() for e in self.entries],
         }
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per model and thread count."""
         lines = [
-            "| model | threads | latency median (ms) | p90 (ms) | speedup | throughput (img/s) | × first |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"{self.machine}; onnxruntime {self.onnxruntime}, {self.provider}, {self.rounds} interleaved rounds",
+            "",
+            "| model | threads | clock | latency median (ms) | p90 (ms) | speedup (± CV) | throughput (img/s) | × first |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
         ]
         for e in self.entries:
             lines.append(
-                f"| {e.model} | {e.threads} | {e.latency_median_ms:.3f} | {e.latency_p90_ms:.3f} | "
-                f"{e.speedup:.2f}× | {e.throughput_fps:.0f} | {e.fps_ratio:.2f}× |"
+                f"| {e.model} | {e.threads} | {e.clock} | {e.latency_median_ms:.3f} | {e.latency_p90_ms:.3f} | "
+                f"{e.speedup:.2f}× (± {100 * e.speedup_cv:.0f}%) | {e.throughput_fps:.0f} | {e.fps_ratio:.2f}× |"
             )
+        if self.noisy:
+            noisy = ", ".join(self.to_dict()["noisy"])
+            lines += [
+                "",
+                f"**Warning**: the per-round speed-ups of {noisy} spread more than {100 * NOISY_CV:.0f}%: "
+                "the machine was too busy for these figures.",
+            ]
         return "\n".join(lines)
 
 
 def _machine() -> str:
-    return f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs"
+    return machine_description()
 
 
 def _split_counts(total: int, rounds: int) -> list[int]:
@@ -109,6 +136,7 @@ class _Subject:
     session: ort.InferenceSession
     lat_feed: np.ndarray
     tput_feed: np.ndarray
+    clock: str = "wall"
     lat_samples: list[np.ndarray] = field(default_factory=list)
     tput_rounds: list[float] = field(default_factory=list)
 
@@ -140,7 +168,8 @@ def _run_rounds(subjects: Sequence[_Subject], *, lat_counts: Sequence[int], tput
     for r, (n_lat, n_tput) in enumerate(zip(lat_counts, tput_counts, strict=True)):
         for i in rotated_order(len(subjects), r, step=1):
             sub = subjects[i]
-            sub.lat_samples.append(time_runs(sub.session, sub.lat_feed, warmup=0, repeats=n_lat))
+            wall, cpu = time_runs_both(sub.session, sub.lat_feed, warmup=0, repeats=n_lat)
+            sub.lat_samples.append(cpu if sub.clock == "cpu" else wall)
             start = time.perf_counter()
             time_runs(sub.session, sub.tput_feed, warmup=0, repeats=n_tput)
             elapsed = time.perf_counter() - start
@@ -150,14 +179,16 @@ def _run_rounds(subjects: Sequence[_Subject], *, lat_counts: Sequence[int], tput
 def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -> list[BenchmarkEntry]:
     """One entry per model at ``threads``: pooled latency summary, median throughput, ratios to the first model."""
     entries: list[BenchmarkEntry] = []
-    base_lat = base_fps = 0.0
+    base_fps = 0.0
+    base_rounds = np.array([np.median(s) for s in next(iter(subjects.values())).lat_samples])
     for k, (name, sub) in enumerate(subjects.items()):
         summary = summarize_ms(
             np.concatenate(sub.lat_samples), batch_size=len(sub.lat_feed), provider=provider, threads=threads
         )
+        speedups = base_rounds / np.array([np.median(s) for s in sub.lat_samples])
         fps = float(np.median(sub.tput_rounds))
         if k == 0:
-            base_lat, base_fps = summary.median_ms, fps
+            base_fps = fps
         entries.append(
             BenchmarkEntry(
                 model=name,
@@ -169,8 +200,10 @@ def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -
                 throughput_fps=fps,
                 batch_throughput=len(sub.tput_feed),
                 latency_samples=summary.repeats,
-                speedup=base_lat / summary.median_ms,
+                speedup=float(np.median(speedups)),
                 fps_ratio=fps / base_fps,
+                clock=sub.clock,
+                speedup_cv=float(np.std(speedups) / np.mean(speedups)) if len(speedups) > 1 else 0.0,
             )
         )
         log.info(
@@ -197,6 +230,7 @@ def benchmark_models(
     rounds: int = 5,
     provider: str = "CPUExecutionProvider",
     graph_optimization: str = "all",
+    clock: str = "auto",
 ) -> BenchmarkReport:
     """Benchmark ONNX models side by side, interleaved; the first model is the reference for the ratios.
 
@@ -217,9 +251,12 @@ def benchmark_models(
         rounds: round-robin rounds.
         provider: execution provider, full name or alias.
         graph_optimization: "disable", "basic", "extended" or "all".
+        clock: what batch-latency runs are timed with: ``auto`` (the inference thread's CPU time at one thread
+            on the CPU provider, immune to time-slicing by neighbours; else the wall clock), ``cpu`` or ``wall``.
+            Throughput is always wall-clock images/s.
 
     Returns:
-        The report: one entry per model and thread count.
+        The report: one entry per model and thread count; speed-ups are medians of per-round ratios.
 
     Raises:
         UserError: no models, or a count, thread count or batch size below 1.
@@ -236,6 +273,7 @@ def benchmark_models(
     resolved_provider = provider
     for n_threads in threads:
         subjects: dict[str, _Subject] = {}
+        clk = resolve_clock(clock, config=LatencyConfig(provider=provider, intra_op_threads=n_threads))
         for name, model in models.items():
             subjects[name] = _prepare(
                 model,
@@ -247,10 +285,11 @@ def benchmark_models(
                 batch_throughput=batch_throughput,
                 warmup=warmup,
             )
+            subjects[name].clock = clk
             resolved_provider = subjects[name].session.get_providers()[0]
         _run_rounds(list(subjects.values()), lat_counts=lat_counts, tput_counts=tput_counts)
         entries += _entries(subjects, threads=n_threads, provider=resolved_provider)
-    return BenchmarkReport(
+    report = BenchmarkReport(
         entries=tuple(entries),
         baseline=next(iter(models)),
         rounds=rounds,
@@ -258,3 +297,11 @@ def benchmark_models(
         machine=_machine(),
         onnxruntime=ort.__version__,
     )
+    for e in report.noisy:
+        log.warning(
+            "%s at %d thread(s): per-round speed-ups spread %.0f%%: the machine was too busy for this figure",
+            e.model,
+            e.threads,
+            100 * e.speedup_cv,
+        )
+    return report

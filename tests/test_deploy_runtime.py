@@ -274,9 +274,12 @@ def test_benchmark_models_interleaved(trained: Trained) -> None:
         assert e.speedup > 0 and e.fps_ratio > 0
     assert report.get("fp32", 1).speedup == 1.0 and report.get("fp32", 2).fps_ratio == 1.0
     int8 = report.get("int8", 2)
-    assert int8.speedup == pytest.approx(report.get("fp32", 2).latency_median_ms / int8.latency_median_ms)
+    pooled = report.get("fp32", 2).latency_median_ms / int8.latency_median_ms
+    assert int8.speedup == pytest.approx(pooled, rel=0.25)  # the median of per-round ratios, near the pooled ratio
+    assert int8.speedup_cv >= 0.0 and report.get("fp32", 1).speedup_cv == 0.0
+    assert [e.clock for e in report.entries] == ["cpu", "cpu", "wall", "wall"]  # thread CPU time at 1 thread
     assert report.baseline == "fp32" and report.rounds == 3
-    assert "| int8 | 2 |" in report.to_markdown()
+    assert "| int8 | 2 | wall |" in report.to_markdown() and "CPUs" in report.to_markdown()
     assert json.loads(json.dumps(report.to_dict()))["entries"][0]["model"] == "fp32"
     with pytest.raises(UserError, match="no models"):
         benchmark_models({})

@@ -13,6 +13,7 @@ from prunegym.core.onnxrt.interleaved import (
     measure_interleaved,
     rotated_order,
 )
+from prunegym.core.onnxrt.machine import ISA_FLAGS, cpu_flags, cpu_name, machine_description
 from prunegym.core.onnxrt.session import (
     GRAPH_OPTIMIZATIONS,
     PROVIDER_ALIASES,
@@ -39,6 +40,7 @@ from prunegym.core.onnxrt.timing import (
 __all__ = [
     "CLOCKS",
     "GRAPH_OPTIMIZATIONS",
+    "ISA_FLAGS",
     "PROVIDER_ALIASES",
     "ROTATION_STEP",
     "Interleaved",
@@ -49,6 +51,9 @@ __all__ = [
     "SessionLike",
     "as_session",
     "check_graph_optimization",
+    "cpu_flags",
+    "cpu_name",
+    "machine_description",
     "make_session",
     "measure_interleaved",
     "measure_latency",

@@ -14,14 +14,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from torch import nn
 
-from prunegym.core.onnx_export import export_onnx
-from prunegym.core.onnxrt import LatencyConfig, LatencyResult, measure_latency
+from prunegym.core.onnx_export import export_onnx, export_onnx_bytes
+from prunegym.core.onnxrt import LatencyConfig, LatencyResult, measure_interleaved, measure_latency, resolve_clock
 
 __all__ = ["LatencyModel", "MeasuredLatency", "measure_model_latency"]
 
 log = logging.getLogger(__name__)
+
+NOISY_CV = 0.10  # per-round ratio spread above which a measurement is flagged as noisy
 
 
 class LatencyModel(Protocol):
@@ -71,28 +74,68 @@ def measure_model_latency(
 
 
 class MeasuredLatency:
-    """Export each candidate to ONNX and time it with ONNX Runtime (median of ``config.repeats`` runs).
+    """Time each candidate on the device against the unpruned model, interleaved in one run.
+
+    Every candidate is exported to ONNX and timed in ``rounds`` rounds that alternate it with the unpruned
+    model, on ``clock`` (``auto``: the inference thread's CPU time with the CPU provider at one thread, immune
+    to time-slicing by neighbours; else the wall clock). The candidate's latency is reported as
+    ``ratio × baseline_ms``, where ``ratio`` is the median of its per-round time ratios to the baseline and
+    ``baseline_ms`` the baseline's median over a longer first measurement: a busy machine slows both models of a
+    round alike, so the ratio (the reward and budget the search uses) stays trustworthy. A per-round spread
+    above :data:`NOISY_CV` logs a warning.
 
     Args:
-        base_model: the unpruned model (measured once, for ``baseline_ms``).
+        base_model: the unpruned model.
         input_shape: C×H×W of one input.
-        config: how to measure.
+        config: provider, threads, batch, warm-up and runs per measurement (``config.repeats``).
+        clock: ``auto``, ``cpu`` or ``wall``.
+        rounds: interleaved rounds per candidate.
     """
 
     needs_model = True
 
-    def __init__(self, *, base_model: nn.Module, input_shape: tuple[int, int, int], config: LatencyConfig) -> None:
+    def __init__(
+        self,
+        *,
+        base_model: nn.Module,
+        input_shape: tuple[int, int, int],
+        config: LatencyConfig,
+        clock: str = "auto",
+        rounds: int = 5,
+    ) -> None:
         self.input_shape = tuple(input_shape)
         self.config = config
+        self.clock = resolve_clock(clock, config=config)
+        self.rounds = max(1, rounds)
         self._cache: dict[tuple[tuple[int, ...], tuple[str, ...]], float] = {}
-        self.baseline_ms = measure_model_latency(base_model, input_shape=self.input_shape, config=config).median_ms
+        self._base = export_onnx_bytes(base_model, input_shape=self.input_shape)
+        times = measure_interleaved(
+            [self._base], input_shapes=[self.input_shape], config=config, rounds=self.rounds, repeats=config.repeats * 2
+        )
+        self.baseline_ms = float(times.median(self.clock)[0])
+        self.spread: list[float] = []
         log.info(
-            "baseline latency %.3f ms (%s, %d thread(s), batch %d)",
+            "baseline latency %.3f ms (%s clock, %s, %d thread(s), batch %d)",
             self.baseline_ms,
+            self.clock,
             config.provider,
             config.intra_op_threads,
             config.batch_size,
         )
+
+    def ratio_to_baseline(self, candidate: bytes) -> tuple[float, float]:
+        """``(median per-round time ratio candidate / baseline, its coefficient of variation)``."""
+        times = measure_interleaved(
+            [self._base, candidate],
+            input_shapes=[self.input_shape] * 2,
+            config=self.config,
+            rounds=self.rounds,
+            repeats=self.config.repeats,
+        )
+        per_round = times.round_medians(self.clock)
+        ratios = per_round[1] / per_round[0]
+        cv = float(np.std(ratios) / np.mean(ratios)) if len(ratios) > 1 else 0.0
+        return float(np.median(ratios)), cv
 
     def latency_ms(
         self,
@@ -102,7 +145,7 @@ class MeasuredLatency:
         kept: tuple[int, ...],
         removed: Sequence[str] = (),
     ) -> float:
-        """The measured median latency (ms) of a candidate, cached by its kept channel counts and removed blocks.
+        """The measured latency (ms) of a candidate, cached by its kept channel counts and removed blocks.
 
         Args:
             model: the pruned model; needed unless the candidate is cached.
@@ -111,7 +154,7 @@ class MeasuredLatency:
             removed: the candidate's removed blocks.
 
         Returns:
-            The median latency in ms.
+            ``ratio × baseline_ms`` (see the class).
 
         Raises:
             ValueError: an uncached candidate without its model.
@@ -121,6 +164,15 @@ class MeasuredLatency:
             return self._cache[key]
         if model is None:
             raise ValueError("MeasuredLatency needs the pruned model of an uncached candidate")
-        ms = measure_model_latency(model, input_shape=self.input_shape, config=self.config).median_ms
+        ratio, cv = self.ratio_to_baseline(export_onnx_bytes(model, input_shape=self.input_shape))
+        self.spread.append(cv)
+        if cv > NOISY_CV:
+            log.warning(
+                "latency measurement spread %.0f%% over %d rounds: the machine is too busy for this figure; "
+                "raise --latency-repeats or measure on a quiet machine",
+                100 * cv,
+                self.rounds,
+            )
+        ms = ratio * self.baseline_ms
         self._cache[key] = ms
         return ms

@@ -21,7 +21,7 @@ from torch import nn
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
 from prunegym.core.models import model_info
-from prunegym.core.onnxrt import LatencyConfig, resolve_provider
+from prunegym.core.onnxrt import LatencyConfig, cpu_flags, cpu_name, resolve_provider
 from prunegym.env.latency.grids import group_counts
 
 __all__ = [
@@ -42,16 +42,6 @@ REBUILD = "rebuild it with `prunegym latency build`"
 DEVICE_KEYS = ("provider", "threads", "batch_size", "graph_optimization", "cpu", "onnxruntime")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def device_info(*, config: LatencyConfig) -> dict[str, Any]:
     """What makes a latency table valid on a machine.
 
@@ -67,7 +57,8 @@ def device_info(*, config: LatencyConfig) -> dict[str, Any]:
         "threads": int(config.intra_op_threads),
         "batch_size": int(config.batch_size),
         "graph_optimization": config.graph_optimization,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "cpu_flags": list(cpu_flags()),
         "onnxruntime": ort.__version__,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
