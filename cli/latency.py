@@ -189,7 +189,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         ("layers / shapes / points", f"{len(table.layers)} / {len(table.signatures)} / {shapes}"),
         (
             "search",
-            f"round_to {config.round_to}, max_ratio {config.max_ratio}, grid_step {config.grid_step}, "
+            f"round_to {table.search['round_to']}, max_ratio {config.max_ratio}, grid_step {config.grid_step}, "
             f"clock {table.search['clock']}, default mode {config.mode}",
         ),
         ("monotone correction", _fit_text(cal["monotone"])),

@@ -6,7 +6,7 @@ A data spec is ``kind[:path][?k=v&k2=v2]``:
   unpickler that builds nothing but dicts, lists, bytes, str, int and numpy uint8 arrays);
 - ``mnist:DIR`` / ``fashion-mnist:DIR`` — idx files, raw or ``.gz``;
 - ``folder:DIR[?size=32]`` — one sub-folder of images per class (optionally under ``train/`` and ``test/``);
-- ``digits`` — scikit-learn's bundled 8×8 digits.
+- ``digits[?size=32]`` — scikit-learn's bundled 8×8 digits (optionally upscaled: the demo's 32×32 digits).
 
 The validation split is always carved from the training set with a seeded permutation, so search rewards never
 see the official test split; ``test_x``/``test_y`` are for final reports only.
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 KNOWN_KINDS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "folder", "digits")
 AUGMENTS = ("none", "crop", "crop+flip")
 
-_OPTIONS = {"cifar100": {"labels"}, "folder": {"size"}}
+_OPTIONS = {"cifar100": {"labels"}, "folder": {"size"}, "digits": {"size"}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +126,7 @@ def load_data(spec: str, *, val_size: int | None = None, seed: int = 0) -> DataS
     if kind == "digits":
         if path is not None:
             raise DataError(f"digits takes no path (got {path!r}); write just 'digits'")
-        raw = load_digits()
+        raw = load_digits(size=parse_size(options.get("size")))
     else:
         if path is None:
             raise DataError(f"{kind}: no path in {spec!r}; write {kind}:DIR, e.g. {EXAMPLES[kind]}")

@@ -296,7 +296,7 @@ def parse_size(value: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit() or int(value) <= 0:
-        raise DataError(f"folder: size={value!r} is not a positive integer; use e.g. ?size=32")
+        raise DataError(f"size={value!r} is not a positive integer; use e.g. ?size=32")
     return int(value)
 
 
@@ -374,11 +374,15 @@ def load_folder(root: Path, *, size: int | None) -> RawData:
 # ----------------------------------------------------------------------------------------------- digits
 
 
-def load_digits() -> RawData:
+def load_digits(*, size: int | None = None) -> RawData:
+    """scikit-learn's 8×8 digits as uint8 images, upscaled (bilinear) to ``size``×``size`` when given."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = np.clip(bunch.images * 16, 0, 255).astype(np.uint8)[:, None]
+    if size is not None and size != x.shape[-1]:
+        up = torch.nn.functional.interpolate(torch.from_numpy(x).float(), size=(size, size), mode="bilinear")
+        x = up.round().clamp(0, 255).to(torch.uint8).numpy()
     y = bunch.target.astype(np.int64)
     keep, take = _carve(y, fraction=_TEST_FRACTION, seed=_TEST_SEED)
     names = tuple(str(n) for n in bunch.target_names)

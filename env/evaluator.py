@@ -42,7 +42,8 @@ class EvaluatorConfig:
         report_every: with a ``report`` callback, score every this many finetune steps (for early stopping).
         batch_size: evaluation batch size.
         criterion: channel-selection criterion of the pruner (l1, l2, taylor, bn_scale, fpgm, lsq).
-        round_to: channel counts rounded to this multiple.
+        round_to: channel counts rounded to this multiple (empty: the latency table's; with measured latency the
+            device's NCHWc block, 8 with AVX2 and 16 with AVX-512; else 1).
         residual_stream: search the residual channels of padded-shortcut ResNets too (one group per stage);
             --no-residual-stream gives the inner-block groups only, as searches before it did.
         calib_batches: batches of 64 training images given to data-driven criteria (taylor, lsq).
@@ -59,7 +60,7 @@ class EvaluatorConfig:
     report_every: int = 10
     batch_size: int = 500
     criterion: str = "l1"
-    round_to: int = 1
+    round_to: int | None = None
     residual_stream: bool = True
     calib_batches: int = 4
     seed: int = 0
@@ -97,7 +98,7 @@ class Evaluator:
             )
         self.model = model.eval()
         self.data = data
-        self.config = config
+        self.config = config if config.round_to is not None else replace(config, round_to=1)
         self.input_shape = tuple(input_shape)
         self.mean, self.std = input_norm(model, mean=data.mean, std=data.std)
         self.table = cost_table(model, input_shape=self.input_shape, residual_stream=config.residual_stream)

@@ -32,7 +32,9 @@ from prunegym.env.latency import (
 
 SHAPE = (1, 8, 8)
 # a coarse grid and few runs: the tests check the machinery, the ResNet-56 acceptance checks the accuracy
-FAST = TableBuildConfig(grid_step=8, repeats=30, rounds=3, warmup=2, calib_policies=3, calib_repeats=60, calib_rounds=4)
+FAST = TableBuildConfig(
+    round_to=1, grid_step=8, repeats=30, rounds=3, warmup=2, calib_policies=3, calib_repeats=60, calib_rounds=4
+)
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +314,24 @@ def test_a_latency_budget_episode_keeps_its_predicted_latency_within_the_budget(
     )
     with pytest.raises(UserError, match="unreachable"):
         build_env(unreachable)
+
+
+def test_round_to_defaults_to_the_block_this_device_rewards(model: torch.nn.Module, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from prunegym.env.factory import LatencySpec, default_round_to
+    from prunegym.env.latency import nchwc_block
+
+    block = nchwc_block("CPUExecutionProvider")  # 8 with AVX2, 16 with AVX-512
+    table = build_latency_table(
+        model=model,
+        input_shape=SHAPE,
+        config=replace(FAST, round_to=None, calib_policies=1),
+        latency=LatencyConfig(),
+        out=tmp_path / "t.json",
+        source={},
+    )
+    assert table.search["round_to"] == block
+    assert default_round_to(LatencySpec(latency="predicted", latency_table=str(tmp_path / "t.json"))) == block
+    assert default_round_to(LatencySpec(latency="measured")) == block
+    assert default_round_to(LatencySpec()) == 1

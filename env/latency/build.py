@@ -23,7 +23,7 @@ from torch import nn
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
 from prunegym.core.models import model_info
-from prunegym.core.onnxrt import LatencyConfig, measure_interleaved, resolve_clock
+from prunegym.core.onnxrt import LatencyConfig, measure_interleaved, resolve_clock, resolve_provider
 from prunegym.core.pruning import CostTable, cost_table
 from prunegym.env.latency.calibration import Calibration
 from prunegym.env.latency.config import Progress, TableBuildConfig
@@ -228,6 +228,8 @@ def build_latency_table(
             device cannot use, an unavailable provider.
     """
     start = time.perf_counter()
+    if config.round_to is None:
+        config = replace(config, round_to=nchwc_block(resolve_provider(latency.provider)))
     input_shape = tuple(int(s) for s in input_shape)
     model = model.eval()
     costs: CostTable = cost_table(model, input_shape=input_shape)
