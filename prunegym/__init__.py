@@ -4,7 +4,7 @@ The public API, in the order of the three jobs (names load lazily, so ``import p
 
     import prunegym
 
-    spec = prunegym.EnvSpec.from_options(model="runs/demo/baseline/best.pt", data="digits", val_size=280)
+    spec = prunegym.EnvSpec.from_options(model="runs/demo/baseline/best.pt", data="digits?size=32", val_size=280)
     env = prunegym.build_env(spec)                                             # a gymnasium.Env
     agent = prunegym.run_search(env=env, config=prunegym.SearchConfig(episodes=60), run_dir=Path("runs/amc"))
     study = prunegym.run_study(env=env, config=prunegym.StudyConfig(n_trials=60), run_dir=Path("runs/optuna"))

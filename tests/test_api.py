@@ -126,7 +126,8 @@ def test_the_readme_python_example_runs_the_three_jobs(digits_model: Path, tmp_p
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     assert code.count("\n") <= 14 and "run_search" in code and "run_study" in code and "run_replay" in code
     monkeypatch.chdir(tmp_path)
-    code = code.replace("runs/demo/baseline/best.pt", str(digits_model)).replace("print(", "label = (")
+    code = code.replace("runs/demo/baseline/best.pt", str(digits_model)).replace("digits?size=32", "digits")
+    code = code.replace("print(", "label = (")
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert (tmp_path / "runs/py-replay/bundle/model.int8.onnx").is_file()
