@@ -69,7 +69,7 @@ def test_default_val_size() -> None:
         ("cifar10:/definitely/not/here", "no such folder /definitely/not/here"),
         ("cifar10", "no path"),
         ("digits:/x", "digits takes no path"),
-        ("digits?size=3", "unknown option(s) size"),
+        ("digits?labels=3", "unknown option(s) labels"),
         ("folder:.?bad", "bad option 'bad'"),
         ("", "empty data spec"),
     ],
@@ -478,3 +478,12 @@ def test_iterate_batches_shuffle_limit_drop_last() -> None:
     with pytest.raises(DataError) as excinfo:
         next(iterate_batches(x, y, batch_size=3, augment="rotate", **stats))
     assert "use one of none, crop, crop+flip" in _one_line_error(excinfo)
+
+
+def test_digits_upscale_to_the_demo_size_and_keep_their_splits() -> None:
+    small, big = load_data("digits"), load_data("digits?size=32")
+    assert big.input_shape == (1, 32, 32) and big.train_x.dtype == torch.uint8
+    assert torch.equal(small.train_y, big.train_y) and len(big.test_y) == len(small.test_y) == 359
+    assert abs(big.train_x.float().mean() / small.train_x.float().mean() - 1.0) < 0.05  # same images, finer grid
+    with pytest.raises(DataError, match="size='0' is not a positive integer"):
+        load_data("digits?size=0")

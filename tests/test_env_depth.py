@@ -142,3 +142,16 @@ def test_a_depth_latency_table_predicts_removed_blocks_and_keeps_a_latency_budge
         *_, info = env.step(np.array([-1.0], dtype=np.float32))
     assert info["latency_ratio"] <= 0.6 + 1e-9
     assert info["latency_ms"] == pytest.approx(pred.predict(info["policy"], removed=info["removed"]), rel=1e-4)
+
+
+def test_ana_has_a_remove_column_for_every_removable_block(resnet_digits: Path, tmp_path: Path) -> None:
+    from prunegym.workflow.sensitivity import Sensitivity, markdown_table, run_sensitivity
+
+    env = build_env(_spec(resnet_digits))
+    run = run_sensitivity(evaluator=env.evaluator, ratios=(0.5,), out_dir=tmp_path, model_name="r20", settings={})
+    result = run.result
+    assert len(result.removal) == 7 and all(0.0 <= a <= 100.0 for a in result.removal.values())
+    assert "| Layer | Baseline | -50% | Remove |" in markdown_table(result)
+    assert Sensitivity.from_dict(result.to_dict()).removal == result.removal
+    again = run_sensitivity(evaluator=env.evaluator, ratios=(0.5,), out_dir=tmp_path, model_name="r20", settings={})
+    assert again.computed == 0 and again.result.removal == result.removal  # resumed from ana.jsonl

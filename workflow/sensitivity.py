@@ -77,6 +77,7 @@ class Sensitivity:
     base_macs: int
     base_params: int
     settings: Mapping[str, Any] = field(default_factory=dict)
+    removal: Mapping[str, float | None] = field(default_factory=dict)  # group → top-1 with its residual block removed
 
     def drop(self, group: str, index: int) -> float | None:
         """Accuracy loss in points of ``group`` at ``ratios[index]`` (negative: it got better).
@@ -103,6 +104,7 @@ class Sensitivity:
             "base_macs": self.base_macs,
             "base_params": self.base_params,
             "settings": dict(self.settings),
+            "removal": dict(self.removal),
         }
 
     @classmethod
@@ -129,6 +131,7 @@ class Sensitivity:
             base_macs=int(data["base_macs"]),
             base_params=int(data["base_params"]),
             settings=dict(data.get("settings") or {}),
+            removal={g: None if a is None else float(a) for g, a in (data.get("removal") or {}).items()},
         )
 
 
@@ -141,11 +144,27 @@ class AnaRun:
     reused: int
 
 
-def _cell(evaluator: Evaluator, group: str, ratio: float) -> dict[str, Any]:
-    """The record of one cell: ``group`` pruned alone by ``ratio`` (the baseline for group ``""``)."""
-    ratios = {group: ratio} if group else {}
+REMOVE = 1.0  # the "ratio" of a cell that removes the group's residual block
+
+
+def removable_groups(evaluator: Evaluator) -> dict[str, str]:
+    """Group → the residual block it is the inner group of (blocks with an identity shortcut)."""
+    from prunegym.core.pruning import inner_group_of, removable_blocks
+
+    out = {}
+    for block in removable_blocks(evaluator.model):
+        group = inner_group_of(block, evaluator.group_names)
+        if group is not None:
+            out[group] = block
+    return out
+
+
+def _cell(evaluator: Evaluator, group: str, ratio: float, block: str | None = None) -> dict[str, Any]:
+    """The record of one cell: ``group`` pruned alone by ``ratio`` (the baseline for group ``""``), or its
+    residual ``block`` removed."""
+    ratios = {group: ratio} if group and block is None else {}
     try:
-        ev = evaluator.evaluate(ratios)
+        ev = evaluator.evaluate(ratios, removed=(block,) if block else ())
     except PolicyError as exc:
         log.info("ana: %s at %s not applicable: %s", group, ratio, exc)
         return {"accuracy": None, "error": str(exc), "cached": False}
@@ -201,19 +220,23 @@ def run_sensitivity(
     key = settings_key(settings)
     path = out_dir / ANA_JSONL
     done = _finished_cells(path, key)
+    blocks = removable_groups(evaluator)
     cells = [(BASELINE, 0.0)] + [(g, float(r)) for g in evaluator.group_names for r in ratios]
+    cells += [(g, REMOVE) for g in evaluator.group_names if g in blocks]
     todo = [c for c in cells if (c[0], round(c[1], 6)) not in done]
     reused, computed = len(cells) - len(todo), 0
     if progress is not None:
         progress(reused, len(cells), f"{reused} reused" if reused else "")
     for i, (group, ratio) in enumerate(todo, start=1):
-        rec = {"key": key, "group": group, "ratio": ratio, **_cell(evaluator, group, ratio)}
+        block = blocks.get(group) if ratio == REMOVE else None
+        rec = {"key": key, "group": group, "ratio": ratio, **_cell(evaluator, group, ratio, block)}
         computed += 0 if rec.pop("cached") or rec["accuracy"] is None else 1
         append_jsonl(path, rec)
         done[(group, round(ratio, 6))] = rec
         if progress is not None:
             acc = "n/a" if rec["accuracy"] is None else f"{rec['accuracy']:.2f}%"
-            progress(reused + i, len(cells), f"{group or 'baseline'} {ratio_label(ratio) if group else ''} {acc}")
+            what = "remove block" if block else (ratio_label(ratio) if group else "")
+            progress(reused + i, len(cells), f"{group or 'baseline'} {what} {acc}")
     base = done[(BASELINE, 0.0)]
     result = Sensitivity(
         model=model_name,
@@ -225,6 +248,7 @@ def run_sensitivity(
         base_macs=int(evaluator.base_macs),
         base_params=int(evaluator.base_params),
         settings={**settings, "key": key},
+        removal={g: done[(g, REMOVE)]["accuracy"] for g in evaluator.group_names if g in blocks},
     )
     return AnaRun(result=result, computed=computed, reused=reused)
 
@@ -268,13 +292,17 @@ def table_rows(result: Sensitivity) -> list[list[str]]:
     rows = []
     for g in result.groups:
         cells = ["-" if a is None else f"{a:.2f}" for a in result.accuracy[g]]
+        if result.removal:
+            acc = result.removal.get(g)
+            cells.append("-" if acc is None else f"{acc:.2f}")
         rows.append([g, f"{result.baseline:.2f}", *cells])
     return rows
 
 
 def table_header(result: Sensitivity) -> list[str]:
-    """The header of :func:`table_rows`: Layer, Baseline, ``-10%`` … for ``result``'s ratios."""
-    return ["Layer", "Baseline", *(ratio_label(r) for r in result.ratios)]
+    """The header of :func:`table_rows`: Layer, Baseline, ``-10%`` … for ``result``'s ratios, and ``Remove`` (the
+    group's residual block removed) when the model has removable blocks."""
+    return ["Layer", "Baseline", *(ratio_label(r) for r in result.ratios), *(["Remove"] if result.removal else [])]
 
 
 def markdown_table(result: Sensitivity) -> str:
