@@ -25,6 +25,7 @@ from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
 from prunegym.core.models import model_info
+from prunegym.core.pruning import RemovedBlock
 from prunegym.core.run_folder import prepare_run_dir
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
@@ -73,8 +74,9 @@ def cmd_stat(args: argparse.Namespace) -> int:
     net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
     shape = resolve_input_shape(net, model_arg=args.model, data=splits, explicit=args.input_shape)
     stats = model_stats(net, input_shape=shape)
+    removed = [name for name, m in net.named_modules() if isinstance(m, RemovedBlock)]
     if args.json:
-        print_json({"model": args.model, "input_shape": list(shape), **stats.to_dict()})
+        print_json({"model": args.model, "input_shape": list(shape), "removed_blocks": removed, **stats.to_dict()})
         return 0
     table = Table(title=f"{args.model} — input {tuple(shape)}", caption=stats.to_dict()["convention"])
     for col in ("layer", "type", "in", "out", "output", "MACs", "params"):
@@ -96,6 +98,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
         f"MACs {fmt_int(stats.macs)}  params {fmt_int(stats.params)}  "
         f"operations (DeePhi: 2·MACs + bias adds) {fmt_int(stats.ops_deephi)}"
     )
+    if removed:
+        stdout.print(f"residual blocks removed ({len(removed)}): {', '.join(removed)}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -155,3 +156,46 @@ def test_ana_has_a_remove_column_for_every_removable_block(resnet_digits: Path, 
     assert Sensitivity.from_dict(result.to_dict()).removal == result.removal
     again = run_sensitivity(evaluator=env.evaluator, ratios=(0.5,), out_dir=tmp_path, model_name="r20", settings={})
     assert again.computed == 0 and again.result.removal == result.removal  # resumed from ana.jsonl
+
+
+def test_a_removed_block_policy_replays_to_a_bundle_that_deploy_run_serves(
+    resnet_digits: Path, tmp_path: Path, capsys
+) -> None:
+    import onnx
+    from PIL import Image
+
+    from prunegym.cli.main import main
+    from prunegym.core.data import load_data
+    from prunegym.deploy.replay import run_replay
+    from prunegym.deploy.replay_config import ReplayConfig
+
+    policy = Policy(
+        ratios={"conv1": 0.25, "layer3.0.conv2": 0.5},
+        removed=("layer1.1", "layer1.2", "layer2.2", "layer3.1", "layer3.2"),
+        model="resnet20",
+    )
+    policy.save(tmp_path / "policy.yaml")
+    config = ReplayConfig(
+        policy=str(tmp_path / "policy.yaml"),
+        model=str(resnet_digits),
+        data="digits",
+        out=str(tmp_path / "replay"),
+        epochs=1,
+        calib_images=64,
+        bench_threads=(1,),
+        bench_repeats=10,
+        bench_rounds=2,
+        bench_batch=8,
+    )
+    _, results = run_replay(config)
+    bundle = results["bundle"]
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(bundle / "model.onnx")).graph.node)
+    assert convs == 1 + 18 - 2 * 5 + 2  # stem + 18 block convs, less 2 per removed block, + 2 rewritten shortcuts
+    report = (bundle / "report.json").read_text()
+    assert '"removed": [' in report and "realization" in report
+    img = tmp_path / "digit.png"
+    Image.fromarray(load_data("digits").test_x[0, 0].numpy()).save(img)
+    assert main(["deploy", "run", str(bundle), str(img), "--json"]) == 0
+    assert '"label"' in capsys.readouterr().out
+    assert main(["stat", "--model", str(tmp_path / "replay" / "model.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed_blocks"] == list(policy.removed)
