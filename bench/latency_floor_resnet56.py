@@ -47,7 +47,7 @@ SHAPE = (3, 32, 32)
 def stage_pruned(base: torch.nn.Module, spec: str, *, round_to: int = 1) -> torch.nn.Module:
     """``base`` with each block's inner channels cut to ``K1-K2-K3`` per stage."""
     keep = dict(zip((1, 2, 3), (int(k) for k in spec.split("-")), strict=True))
-    groups = prunable_groups(base, input_shape=SHAPE)
+    groups = prunable_groups(base, input_shape=SHAPE, residual_stream=False)  # the 27 inner block groups
     stage = {g.name: int(g.name.removeprefix("layer")[0]) for g in groups}
     ratios = {name: 1 - keep[s] / STAGE_WIDTH[s] for name, s in stage.items()}
     return apply_policy(base, {"ratios": ratios, "round_to": round_to}, input_shape=SHAPE).eval()
