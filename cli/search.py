@@ -179,7 +179,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_json(as_dict(runs, methods) | {"plot": None if png is None else str(png)})
         return 0
     table = Table(title=f"compare: {len(runs)} run(s), {len(methods)} method(s)")
-    for col in ("run", "method", "seed", "evaluations", "best reward", "val top-1 %", "MACs ratio", "latency ratio"):
+    for col in (
+        "run",
+        "method",
+        "seed",
+        "evaluations",
+        "best reward",
+        "val top-1 %",
+        "MACs ratio",
+        "latency ratio",
+        "realization",
+    ):
         table.add_column(col, justify="left" if col in ("run", "method") else "right")
 
     def num(v: float | None, digits: int) -> str:
@@ -198,6 +208,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             num(r.best_accuracy, 2),
             num(r.best_macs_ratio, 3),
             num(r.best_latency_ratio, 3),
+            num(r.realization, 2),
         )
     grouped = [m for m in methods if m.runs > 1]
     if grouped:
@@ -213,6 +224,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 m.best_accuracy.fmt(2),
                 m.best_macs_ratio.fmt(3),
                 m.best_latency_ratio.fmt(3),
+                "",
             )
     (stdout if stdout.is_terminal else Console(width=160)).print(table)  # piped or captured: do not wrap
     if png is not None:

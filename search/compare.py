@@ -67,6 +67,13 @@ class RunResult:
     curve: tuple[float, ...]
     problem: Mapping[str, Any]
 
+    @property
+    def realization(self) -> float | None:
+        """Speed-up ÷ MAC reduction of the best candidate (``macs_ratio / latency_ratio``), when both are known."""
+        if not self.best_macs_ratio or not self.best_latency_ratio:
+            return None
+        return self.best_macs_ratio / self.best_latency_ratio
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -245,7 +252,11 @@ def as_dict(runs: Sequence[RunResult], methods: Sequence[MethodResult]) -> dict[
         return {"mean": s.mean, "std": s.std, "n": s.n}
 
     return {
-        "runs": [{k: v for k, v in vars(r).items() if k != "curve"} | {"problem": dict(r.problem)} for r in runs],
+        "runs": [
+            {k: v for k, v in vars(r).items() if k != "curve"}
+            | {"problem": dict(r.problem), "realization": r.realization}
+            for r in runs
+        ],
         "methods": [
             {"method": m.method, "runs": m.runs, "seeds": list(m.seeds)}
             | {

@@ -139,3 +139,16 @@ def test_compare_reads_real_optuna_runs(tmp_path: Path) -> None:
         assert r.evaluations == 3
         assert r.best_reward == max(rec["reward"] for rec in records)
         assert r.curve[-1] == r.best_reward
+
+
+def test_compare_reports_realization_when_latency_is_known(tmp_path: Path, capsys) -> None:
+    run = write_run(
+        tmp_path / "lat",
+        {"agent": "ddpg", "seed": 0},
+        [record(0, 0.5, macs=0.45, latency_ratio=0.5), record(1, 0.7, macs=0.4, latency_ratio=0.8)],
+    )
+    assert main(["compare", str(run), "--plot", "", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["runs"][0]["realization"] == pytest.approx(0.4 / 0.8)  # speed-up 1.25× at 2.5× fewer MACs
+    assert main(["compare", str(run), "--plot", ""]) == 0
+    assert "realization" in capsys.readouterr().out
