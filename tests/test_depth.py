@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import calibrated
 
 from prunegym.core.models import build_model
 from prunegym.core.onnx_export import export_onnx
@@ -28,15 +29,7 @@ SHAPE = (3, 32, 32)
 
 
 def _random(name: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(name)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return calibrated(name, seed=seed)
 
 
 def test_removable_blocks_are_those_with_an_identity_shortcut() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import calibrated
 
 from prunegym.core.models import PadShortcut, build_model
 from prunegym.core.policy import Policy
@@ -17,16 +18,8 @@ STREAM = ("conv1", "layer2.0.conv2", "layer3.0.conv2")
 
 
 def _random_resnet(depth: int, seed: int = 0) -> nn.Module:
-    """A ResNet with seeded random weights and BatchNorm statistics, in eval mode (a trained net's behaviour)."""
-    torch.manual_seed(seed)
-    model = build_model(f"resnet{depth}")
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    """A ResNet with seeded random weights and calibrated BatchNorm (a trained net's behaviour), in eval mode."""
+    return calibrated(f"resnet{depth}", seed=seed)
 
 
 def test_the_rewritten_shortcut_is_the_padded_shortcut() -> None:
