@@ -85,10 +85,6 @@ def latency_table(run_dir: Path, baseline: Path, *, progress) -> Path:
     return out
 
 
-def _speed(v: float) -> str:
-    return f"{v:.2f}× faster" if v >= 1.0 else f"{1 / v:.2f}× slower"
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     import optuna
     import torch
@@ -96,6 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from prunegym.agents.runner import SearchConfig, run_search
     from prunegym.cli.agent import AgentTrainConfig
     from prunegym.cli.search import OptunaRunConfig, optuna_config_values
+    from prunegym.deploy.bundle import speed_words
     from prunegym.deploy.replay import run_replay
     from prunegym.deploy.replay_config import ReplayConfig
     from prunegym.env.factory import EnvSpec, build_env
@@ -180,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"test top-1 {v['baseline']['top1']:.2f}% → {v['pruned']['top1']:.2f}% (FP32), "
         f"{v['pruned+int8']['top1']:.2f}% (INT8); MACs {v['baseline']['macs']:,} → {v['pruned']['macs']:,}\n"
         f"batch-1 latency vs the unpruned FP32 model, measured interleaved here: "
-        f"FP32 {_speed(v['pruned']['speedup'])}, INT8 {_speed(v['pruned+int8']['speedup'])}\n"
+        f"FP32 {speed_words(v['pruned']['speedup'])}, INT8 {speed_words(v['pruned+int8']['speedup'])}\n"
         f"try: prunegym deploy run {bundle} IMAGE.png"
     )
     return 0

@@ -23,12 +23,14 @@ import onnxruntime as ort
 
 from prunegym.core.errors import UserError
 from prunegym.core.onnxrt import (
+    NOISY_CV,
     LatencyConfig,
     machine_description,
     make_session,
     random_input,
     resolve_clock,
     rotated_order,
+    round_ratio,
     summarize_ms,
     time_runs,
     time_runs_both,
@@ -37,8 +39,6 @@ from prunegym.core.onnxrt import (
 __all__ = ["BenchmarkEntry", "BenchmarkReport", "benchmark_models"]
 
 log = logging.getLogger(__name__)
-
-NOISY_CV = 0.10  # spread of a model's per-round latency ratios to the first model above which a figure is flagged
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -
         summary = summarize_ms(
             np.concatenate(sub.lat_samples), batch_size=len(sub.lat_feed), provider=provider, threads=threads
         )
-        speedups = base_rounds / np.array([np.median(s) for s in sub.lat_samples])
+        speedup, speedup_cv = round_ratio(base_rounds, np.array([np.median(s) for s in sub.lat_samples]))
         fps = float(np.median(sub.tput_rounds))
         if k == 0:
             base_fps = fps
@@ -200,10 +200,10 @@ def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -
                 throughput_fps=fps,
                 batch_throughput=len(sub.tput_feed),
                 latency_samples=summary.repeats,
-                speedup=float(np.median(speedups)),
+                speedup=speedup,
                 fps_ratio=fps / base_fps,
                 clock=sub.clock,
-                speedup_cv=float(np.std(speedups) / np.mean(speedups)) if len(speedups) > 1 else 0.0,
+                speedup_cv=speedup_cv,
             )
         )
         log.info(

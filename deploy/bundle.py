@@ -61,6 +61,11 @@ _ROWS = (
 )
 
 
+def speed_words(speedup: float) -> str:
+    """``"2.17× faster"`` or, below 1, ``"1.20× slower"`` (never "0.83× faster")."""
+    return f"{speedup:.2f}× faster" if speedup >= 1.0 else f"{1.0 / speedup:.2f}× slower"
+
+
 def _fmt_value(value: Any, kind: str) -> str:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return "—"
@@ -91,7 +96,7 @@ def _fmt_delta(value: Any, base: Any, kind: str) -> str:
     if not base or not value:
         return ""
     if kind == "latency":
-        return f" ({base / value:.2f}× faster)" if value <= base else f" ({value / base:.2f}× slower)"
+        return f" ({speed_words(base / value)})"
     if kind == "fps":
         return f" ({value / base:.2f}×)"
     if kind == "ratio":

@@ -47,6 +47,7 @@ from prunegym.core.run_folder import (
 )
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
+from prunegym.deploy.bundle import speed_words
 from prunegym.deploy.replay_config import STEPS, ReplayConfig
 
 log = logging.getLogger(__name__)
@@ -270,10 +271,6 @@ def step_bench(r: Replay) -> dict[str, Any]:
     return report.to_dict()
 
 
-def _faster(speedup: float) -> str:
-    return f"{speedup:.2f}× faster" if speedup >= 1.0 else f"{1.0 / speedup:.2f}× slower"
-
-
 def build_report(r: Replay) -> dict[str, Any]:
     """report.json: accuracy, weights, operations, size, latency and FPS for baseline, pruned and INT8."""
     verify, bench = step_verify(r), step_bench(r)
@@ -333,8 +330,8 @@ def build_report(r: Replay) -> dict[str, Any]:
             f"Accuracy measured by ONNX Runtime on {verify['n']} {verify['split']} images; PyTorch top-1 of the pruned"
             f" model {verify['pytorch']['pruned']['top1']:.2f}% (the estimate), ONNX FP32"
             f" {verify['pruned']['top1']:.2f}%, INT8 {verify['pruned+int8']['top1']:.2f}% (on-device numbers).",
-            f"MACs: {base_stats.macs / pruned_stats.macs:.2f}× fewer; latency {_faster(variants['pruned']['speedup'])}"
-            f" (FP32) and {_faster(variants['pruned+int8']['speedup'])} (INT8) than the unpruned FP32 model;"
+            f"MACs: {base_stats.macs / pruned_stats.macs:.2f}× fewer; latency {speed_words(variants['pruned']['speedup'])}"
+            f" (FP32) and {speed_words(variants['pruned+int8']['speedup'])} (INT8) than the unpruned FP32 model;"
             f" realization (speed-up ÷ MAC reduction) {variants['pruned']['realization']:.2f} FP32,"
             f" {variants['pruned+int8']['realization']:.2f} INT8.",
         ],

@@ -148,18 +148,15 @@ class PruningEnv(gym.Env):
         self._prev = 0.0
 
     def _block_of_group(self) -> dict[str, str]:
-        """Group name → the removable residual block it is the inner group of."""
-        from prunegym.core.pruning import inner_group_of, removable_blocks
+        """Group name → the removable residual block it is the inner group of (those a latency table covers)."""
+        from prunegym.core.pruning import block_groups
 
-        covered = None
+        blocks = block_groups(self.evaluator.model, self.group_names)
+        out = {group: block for block, group in blocks.items()}
         if self.latency is not None and not self.latency.needs_model:
             covered = set(getattr(self.latency, "blocks", {}))
-        out = {}
-        for block in removable_blocks(self.evaluator.model):
-            group = inner_group_of(block, self.group_names)
-            if group is not None and (covered is None or block in covered):
-                out[group] = block
-        if covered is not None and len(out) < len(removable_blocks(self.evaluator.model)):
+            out = {group: block for group, block in out.items() if block in covered}
+        if len(out) < len(blocks):
             log.warning(
                 "the predicted-latency table covers %d of the model's removable blocks; depth actions only for those "
                 "(rebuild it with `prunegym latency build --depth` for all)",
@@ -244,23 +241,21 @@ class PruningEnv(gym.Env):
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
         cfg = self.config
         group = self.group_names[min(self._index, self.num_groups - 1)] if group is None else group
-        width = 2.0 * (1.0 - cfg.remove_band) if group in self.blocks else 2.0
+        width = self._ratio_width(group)
         if a + 1.0 > width:
             return cfg.max_ratio, True
         return cfg.min_ratio + (a + 1.0) / width * (cfg.max_ratio - cfg.min_ratio), False
 
-    def action_to_ratio(self, action: np.ndarray | float) -> float:
-        """The ratio an action maps to for a group without a removable block."""
-        cfg = self.config
-        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-        return cfg.min_ratio + (a + 1.0) / 2.0 * (cfg.max_ratio - cfg.min_ratio)
+    def _ratio_width(self, group: str) -> float:
+        """The part of the action range [-1, 1] that maps to ratios (the rest, at the top, removes the block)."""
+        return 2.0 * (1.0 - self.config.remove_band) if group in self.blocks else 2.0
 
     def action_of(self, ratio: float, *, remove: bool = False, group: str) -> float:
         """The action that :meth:`action_to_decision` maps to ``(ratio, remove)`` for ``group``."""
         cfg = self.config
         if remove and group in self.blocks:
             return 1.0
-        width = 2.0 * (1.0 - cfg.remove_band) if group in self.blocks else 2.0
+        width = self._ratio_width(group)
         if cfg.max_ratio <= cfg.min_ratio:
             return -1.0
         return float(np.clip((ratio - cfg.min_ratio) / (cfg.max_ratio - cfg.min_ratio) * width - 1.0, -1.0, 1.0))

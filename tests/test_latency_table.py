@@ -285,17 +285,16 @@ def test_cli_build_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_a_latency_budget_episode_keeps_its_predicted_latency_within_the_budget(table_path: Path) -> None:
-    spec = EnvSpec.from_options(
-        model="smallcnn",
-        data="digits",
-        val_size=280,
-        bn_recalib_images=100,
-        latency="predicted",
-        latency_table=str(table_path),
-        target="latency",
-        target_ratio=0.7,
-    )
-    env = build_env(spec)
+    options = {
+        "model": "smallcnn",
+        "data": "digits",
+        "val_size": 280,
+        "bn_recalib_images": 100,
+        "latency": "predicted",
+        "latency_table": str(table_path),
+        "target": "latency",
+    }
+    env = build_env(EnvSpec.from_options(**options, target_ratio=0.7))
     for actions in ([-1.0] * env.num_groups, [0.3, -1.0, -0.5, -1.0]):
         env.reset(seed=0)
         info: dict = {}
@@ -304,17 +303,8 @@ def test_a_latency_budget_episode_keeps_its_predicted_latency_within_the_budget(
         assert info["latency_ratio"] <= 0.7 + 1e-9  # the wall, computed on the table, keeps the budget
         if actions[0] == -1.0:  # asked for nothing: the wall takes about what the budget needs, not everything
             assert info["latency_ratio"] > 0.5, info["latency_ratio"]
-    unreachable = EnvSpec.from_options(
-        model="smallcnn",
-        data="digits",
-        val_size=280,
-        latency="predicted",
-        latency_table=str(table_path),
-        target="latency",
-        target_ratio=0.01,
-    )
     with pytest.raises(UserError, match="unreachable"):
-        build_env(unreachable)
+        build_env(EnvSpec.from_options(**options, target_ratio=0.01))
 
 
 def test_round_to_defaults_to_the_block_this_device_rewards(model: torch.nn.Module, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from prunegym.core.errors import UserError
 from prunegym.core.io import append_jsonl, atomic_write_text, read_jsonl, write_json
 from prunegym.core.policy import PolicyError
+from prunegym.core.pruning import block_groups
 from prunegym.env.evaluator import Evaluator
 
 log = logging.getLogger(__name__)
@@ -147,18 +148,6 @@ class AnaRun:
 REMOVE = 1.0  # the "ratio" of a cell that removes the group's residual block
 
 
-def removable_groups(evaluator: Evaluator) -> dict[str, str]:
-    """Group → the residual block it is the inner group of (blocks with an identity shortcut)."""
-    from prunegym.core.pruning import inner_group_of, removable_blocks
-
-    out = {}
-    for block in removable_blocks(evaluator.model):
-        group = inner_group_of(block, evaluator.group_names)
-        if group is not None:
-            out[group] = block
-    return out
-
-
 def _cell(evaluator: Evaluator, group: str, ratio: float, block: str | None = None) -> dict[str, Any]:
     """The record of one cell: ``group`` pruned alone by ``ratio`` (the baseline for group ``""``), or its
     residual ``block`` removed."""
@@ -220,7 +209,7 @@ def run_sensitivity(
     key = settings_key(settings)
     path = out_dir / ANA_JSONL
     done = _finished_cells(path, key)
-    blocks = removable_groups(evaluator)
+    blocks = {group: block for block, group in block_groups(evaluator.model, evaluator.group_names).items()}
     cells = [(BASELINE, 0.0)] + [(g, float(r)) for g in evaluator.group_names for r in ratios]
     cells += [(g, REMOVE) for g in evaluator.group_names if g in blocks]
     todo = [c for c in cells if (c[0], round(c[1], 6)) not in done]

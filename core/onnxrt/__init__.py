@@ -7,11 +7,13 @@ Needs only numpy, onnxruntime and the standard library (never torch), so the dep
 from __future__ import annotations
 
 from prunegym.core.onnxrt.interleaved import (
+    NOISY_CV,
     ROTATION_STEP,
     Interleaved,
     InterleavedTimes,
     measure_interleaved,
     rotated_order,
+    round_ratio,
 )
 from prunegym.core.onnxrt.machine import ISA_FLAGS, cpu_flags, cpu_name, machine_description
 from prunegym.core.onnxrt.session import (
@@ -41,6 +43,7 @@ __all__ = [
     "CLOCKS",
     "GRAPH_OPTIMIZATIONS",
     "ISA_FLAGS",
+    "NOISY_CV",
     "PROVIDER_ALIASES",
     "ROTATION_STEP",
     "Interleaved",
@@ -61,6 +64,7 @@ __all__ = [
     "resolve_clock",
     "resolve_provider",
     "rotated_order",
+    "round_ratio",
     "session_and_feed",
     "summarize_ms",
     "time_runs",

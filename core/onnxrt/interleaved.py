@@ -36,6 +36,28 @@ def rotated_order(count: int, round_index: int, *, step: int = 1) -> list[int]:
     return [*range(shift, count), *range(shift)]
 
 
+NOISY_CV = 0.10  # spread (coefficient of variation) of per-round ratios above which a figure is flagged as noisy
+
+
+def round_ratio(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
+    """The median of per-round ratios ``numerator / denominator`` and their coefficient of variation.
+
+    Both arrays hold one value per interleaved round (e.g. each round's median latency of two models): a busy
+    machine slows both models of a round alike, so the per-round ratio is the figure to trust, and its spread
+    says how busy the machine was (above :data:`NOISY_CV`: too busy for the figure).
+
+    Args:
+        numerator: per-round values of the first model.
+        denominator: per-round values of the second model.
+
+    Returns:
+        ``(median ratio, coefficient of variation)`` (0 for a single round).
+    """
+    ratios = np.asarray(numerator, dtype=np.float64) / np.asarray(denominator, dtype=np.float64)
+    cv = float(np.std(ratios) / np.mean(ratios)) if len(ratios) > 1 else 0.0
+    return float(np.median(ratios)), cv
+
+
 @dataclass(frozen=True)
 class InterleavedTimes:
     """Run times in ms of several models, shape (models, rounds, runs per round), on both clocks."""

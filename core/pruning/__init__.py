@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from prunegym.core.pruning.apply import apply_policy, apply_policy_structure, prune_in_place
 from prunegym.core.pruning.costs import CostTable, LayerCost, cost_table, uniform_ratio_for_macs
-from prunegym.core.pruning.depth import RemovedBlock, inner_group_of, removable_blocks, remove_blocks
+from prunegym.core.pruning.depth import (
+    RemovedBlock,
+    block_groups,
+    inner_group_of,
+    removable_blocks,
+    remove_blocks,
+)
 from prunegym.core.pruning.groups import PrunableGroup, kept_channels, prunable_groups
 from prunegym.core.pruning.importance import CRITERIA, NEEDS_CALIB
 from prunegym.core.pruning.masking import (
@@ -46,6 +52,7 @@ __all__ = [
     "TransformResult",
     "apply_policy",
     "apply_policy_structure",
+    "block_groups",
     "copy_model",
     "cost_table",
     "inner_group_of",

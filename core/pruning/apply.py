@@ -28,7 +28,7 @@ from prunegym.core.pruning.importance import (
 )
 from prunegym.core.pruning.lsq import lsq_prune
 from prunegym.core.pruning.shortcuts import PadShortcutConv, has_pad_shortcuts, rewrite_pad_shortcuts
-from prunegym.core.pruning.trace import Traced, copy_model, out_channels
+from prunegym.core.pruning.trace import Traced, candidate_names, copy_model, out_channels
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _check_policy(traced: Traced, policy: Policy) -> None:
     policy.validate([*traced.candidates, *traced.skipped])
 
 
-def _needs_stream_rewrite(net: nn.Module, traced: Traced, policy: Policy) -> bool:
+def _needs_stream_rewrite(net: nn.Module, input_shape: tuple[int, int, int], policy: Policy) -> bool:
     """Whether ``policy`` names a group that exists only once the padded shortcuts are rewritten.
 
     The decision reads the policy's group names only (not its ratios), so a policy record rebuilds the
@@ -59,7 +59,7 @@ def _needs_stream_rewrite(net: nn.Module, traced: Traced, policy: Policy) -> boo
     """
     if not has_pad_shortcuts(net):
         return False
-    return any(name not in traced.candidates for name in policy.ratios)
+    return not set(policy.ratios) <= candidate_names(net, input_shape)
 
 
 def _plan(traced: Traced, policy: Policy, round_to: int) -> list[tuple[str, int, int]]:
@@ -149,13 +149,12 @@ def prune_in_place(
             remove_blocks(original, policy.removed)
         policy = replace(policy, ratios={k: v for k, v in policy.ratios.items() if not inside(k, policy.removed)})
     try:
-        traced = Traced(net, input_shape)
-        if residual_stream and _needs_stream_rewrite(net, traced, policy):
+        if residual_stream and _needs_stream_rewrite(net, input_shape, policy):
             rewrite_pad_shortcuts(net)
-            traced = Traced(net, input_shape)
             if original is not None:
                 original = copy_model(original)
                 rewrite_pad_shortcuts(original)
+        traced = Traced(net, input_shape)
         _check_policy(traced, policy)
         plan = _plan(traced, policy, round_to)
         if not plan:

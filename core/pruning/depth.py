@@ -21,7 +21,7 @@ from torch import nn
 from prunegym.core.models import BasicBlock, InvertedResidual
 from prunegym.core.policy import PolicyError
 
-__all__ = ["RemovedBlock", "inner_group_of", "inside", "removable_blocks", "remove_blocks"]
+__all__ = ["RemovedBlock", "block_groups", "inner_group_of", "inside", "removable_blocks", "remove_blocks"]
 
 
 class RemovedBlock(nn.Identity):
@@ -49,6 +49,17 @@ def inside(name: str, blocks: Iterable[str]) -> bool:
 def inner_group_of(block: str, group_names: Sequence[str]) -> str | None:
     """The first group rooted inside ``block`` (its inner group), or ``None``."""
     return next((g for g in group_names if inside(g, (block,))), None)
+
+
+def block_groups(model: nn.Module, group_names: Sequence[str]) -> dict[str, str]:
+    """Removable block → its inner group, for each removable block of ``model`` whose inner group is one of
+    ``group_names`` (in module order)."""
+    out = {}
+    for block in removable_blocks(model):
+        group = inner_group_of(block, group_names)
+        if group is not None:
+            out[block] = group
+    return out
 
 
 def remove_blocks(net: nn.Module, blocks: Iterable[str]) -> None:

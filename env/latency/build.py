@@ -24,11 +24,11 @@ from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
 from prunegym.core.models import model_info
 from prunegym.core.onnxrt import LatencyConfig, measure_interleaved, resolve_clock, resolve_provider
-from prunegym.core.pruning import CostTable, cost_table
+from prunegym.core.pruning import CostTable, block_groups, cost_table
 from prunegym.env.latency.calibration import Calibration
 from prunegym.env.latency.config import Progress, TableBuildConfig
 from prunegym.env.latency.grids import group_counts, side_values, thin_axis
-from prunegym.env.latency.predict import depth_blocks, nchwc_block
+from prunegym.env.latency.predict import nchwc_block
 from prunegym.env.latency.profiling import (
     LayerContext,
     export_micro_graph,
@@ -239,7 +239,7 @@ def build_latency_table(
     arch = architecture_hash(model, input_shape=input_shape)
     clock = resolve_clock(config.clock, config=latency)
     block = nchwc_block(device["provider"])
-    blocks = depth_blocks(model, channels) if config.depth else {}
+    blocks = block_groups(model, list(channels)) if config.depth else {}
     search = {
         "round_to": config.round_to,
         "max_ratio": config.max_ratio,

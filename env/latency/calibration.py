@@ -23,9 +23,9 @@ from torch import nn
 from prunegym.core.onnx_export import export_onnx_bytes
 from prunegym.core.onnxrt import Interleaved, LatencyConfig
 from prunegym.core.policy import Policy
-from prunegym.core.pruning import apply_policy, kept_channels
+from prunegym.core.pruning import apply_policy
 from prunegym.env.latency.config import MODES, Progress, TableBuildConfig
-from prunegym.env.latency.predict import LayerSums
+from prunegym.env.latency.predict import LayerSums, table_kept
 from prunegym.env.latency.table import LatencyTable
 
 __all__ = [
@@ -293,13 +293,7 @@ class Calibration:
         raw = LayerSums(table, group_order=tuple(table.groups), monotone=False, block=block)
         rows, sums_mono, sums_a, sums_o = [], [], [], []
         for name, pol, ms in zip(_policy_names(len(self.policies), block), self.policies, y, strict=True):
-            inner = set(self.blocks.values())
-            kept = tuple(
-                0
-                if g in inner and pol.get(g, 0.0) >= 1.0
-                else kept_channels(table.groups[g], pol.get(g, 0.0), self.config.round_to, name=g)
-                for g in table.groups
-            )
+            kept = table_kept(table, pol)
             m = sum(mono.sums(kept))
             a, o = raw.sums(kept)
             sums_mono.append(m)

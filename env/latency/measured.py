@@ -14,17 +14,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 from torch import nn
 
 from prunegym.core.onnx_export import export_onnx, export_onnx_bytes
-from prunegym.core.onnxrt import LatencyConfig, LatencyResult, measure_interleaved, measure_latency, resolve_clock
+from prunegym.core.onnxrt import (
+    NOISY_CV,
+    LatencyConfig,
+    LatencyResult,
+    measure_interleaved,
+    measure_latency,
+    resolve_clock,
+    round_ratio,
+)
 
 __all__ = ["LatencyModel", "MeasuredLatency", "measure_model_latency"]
 
 log = logging.getLogger(__name__)
-
-NOISY_CV = 0.10  # per-round ratio spread above which a measurement is flagged as noisy
 
 
 class LatencyModel(Protocol):
@@ -133,9 +138,7 @@ class MeasuredLatency:
             repeats=self.config.repeats,
         )
         per_round = times.round_medians(self.clock)
-        ratios = per_round[1] / per_round[0]
-        cv = float(np.std(ratios) / np.mean(ratios)) if len(ratios) > 1 else 0.0
-        return float(np.median(ratios)), cv
+        return round_ratio(per_round[1], per_round[0])
 
     def latency_ms(
         self,

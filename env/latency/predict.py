@@ -26,11 +26,12 @@ from torch import nn
 from prunegym.core.errors import UserError
 from prunegym.core.onnxrt import LatencyConfig
 from prunegym.core.pruning import kept_channels
+from prunegym.core.pruning.depth import inside
 from prunegym.env.latency.config import MODES
 from prunegym.env.latency.grids import shrink_features
 from prunegym.env.latency.table import REBUILD, LatencyTable, LayerEntry, device_info
 
-__all__ = ["LayerLookup", "LayerSums", "PredictedLatency", "nchwc_block"]
+__all__ = ["LayerLookup", "LayerSums", "PredictedLatency", "nchwc_block", "table_kept"]
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +144,21 @@ def nchwc_block(provider: str) -> int:
     return 8 if "avx" in flags or "avx2" in flags else 1
 
 
-def depth_blocks(model: nn.Module, channels: Mapping[str, int]) -> dict[str, str]:
-    """Removable residual block → its inner group, for the blocks whose inner group is one of ``channels``."""
-    from prunegym.core.pruning import inner_group_of, removable_blocks
+def table_kept(
+    table: LatencyTable, ratios: Mapping[str, float], *, group_order: Sequence[str] | None = None
+) -> tuple[int, ...]:
+    """Kept channel counts of ``ratios`` at the table's round_to, in ``group_order`` (default: the table's groups).
 
-    out = {}
-    for block in removable_blocks(model):
-        group = inner_group_of(block, list(channels))
-        if group is not None:
-            out[block] = group
-    return out
-
-
-def _inside(name: str, block: str) -> bool:
-    return name == block or name.startswith(block + ".")
+    The inner group of a block the table covers at ratio ≥ 1 keeps 0 channels: the block is removed.
+    """
+    rt = int(table.search["round_to"])
+    inner = set((table.search.get("blocks") or {}).values())
+    return tuple(
+        0
+        if g in inner and float(ratios.get(g, 0.0)) >= 1.0
+        else kept_channels(table.groups[g], float(ratios.get(g, 0.0)), rt, name=g)
+        for g in (table.groups if group_order is None else group_order)
+    )
 
 
 class LayerSums:
@@ -179,7 +181,7 @@ class LayerSums:
             for e in table.layers
         ]
         blocks = dict(table.search.get("blocks") or {})
-        self.inner = [next((g for b, g in blocks.items() if _inside(la.name, b)), None) for la in self.layers]
+        self.inner = [next((g for b, g in blocks.items() if inside(la.name, (b,))), None) for la in self.layers]
         self.outside = False
 
     def sums(self, kept: Sequence[int]) -> tuple[float, float]:
@@ -336,14 +338,7 @@ class PredictedLatency:
 
     def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         """Kept channel counts (in ``group_order``) of ``ratios`` at the table's round_to."""
-        rt = int(self.table.search["round_to"])
-        inner = set(self.blocks.values())
-        return tuple(
-            0
-            if g in inner and float(ratios.get(g, 0.0)) >= 1.0
-            else kept_channels(self.table.groups[g], float(ratios.get(g, 0.0)), rt, name=g)
-            for g in self.group_order
-        )
+        return table_kept(self.table, ratios, group_order=self.group_order)
 
     @property
     def blocks(self) -> dict[str, str]:
