@@ -294,17 +294,23 @@ def test_a_latency_budget_episode_keeps_its_predicted_latency_within_the_budget(
         "latency_table": str(table_path),
         "target": "latency",
     }
-    env = build_env(EnvSpec.from_options(**options, target_ratio=0.7))
+    # the budget comes from the table this machine profiled: a tiny model's floor (every group at max_ratio)
+    # is set by per-operator costs and moves with the machine and its load (0.692 here, 0.701 on a CI run)
+    pred = PredictedLatency(table=LatencyTable.read(table_path))
+    floor = pred.predict(dict.fromkeys(pred.group_order, 0.8)) / pred.baseline_ms
+    assert floor < 0.97, f"the table leaves nothing to prune (floor {floor:.3f})"
+    budget = floor + 0.5 * (1.0 - floor)
+    env = build_env(EnvSpec.from_options(**options, target_ratio=budget))
     for actions in ([-1.0] * env.num_groups, [0.3, -1.0, -0.5, -1.0]):
         env.reset(seed=0)
         info: dict = {}
         for a in actions:
             *_, info = env.step(np.array([a], dtype=np.float32))
-        assert info["latency_ratio"] <= 0.7 + 1e-9  # the wall, computed on the table, keeps the budget
+        assert info["latency_ratio"] <= budget + 1e-9  # the wall, computed on the table, keeps the budget
         if actions[0] == -1.0:  # asked for nothing: the wall takes about what the budget needs, not everything
-            assert info["latency_ratio"] > 0.5, info["latency_ratio"]
+            assert info["latency_ratio"] > floor + 0.25 * (budget - floor), (info["latency_ratio"], floor, budget)
     with pytest.raises(UserError, match="unreachable"):
-        build_env(EnvSpec.from_options(**options, target_ratio=0.01))
+        build_env(EnvSpec.from_options(**options, target_ratio=floor * 0.9))
 
 
 def test_round_to_defaults_to_the_block_this_device_rewards(model: torch.nn.Module, tmp_path: Path) -> None:
