@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from prunegym.core.io import read_jsonl
 from prunegym.core.plots import save_png
 from prunegym.core.policy import Policy
-from prunegym.core.pruning import kept_channels
+from prunegym.core.pruning import inside, kept_channels
 from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE
 
 __all__ = ["plot_policy", "plot_run", "plot_search_curve"]
@@ -63,7 +63,8 @@ def plot_policy(
     round_to: int | None = None,
     title: str | None = None,
 ) -> Path:
-    """Stacked bars of channels kept (bottom) and pruned (top) per group, in ``channels`` order.
+    """Stacked bars of channels kept (bottom) and pruned (top) per group, in ``channels`` order; the groups of a
+    block the policy removes are drawn as grey hatched bars ("block removed").
 
     Args:
         policy: a :class:`~prunegym.core.policy.Policy` or ``{group: ratio}``; groups it omits keep all channels.
@@ -79,15 +80,21 @@ def plot_policy(
     multiple = round_to if round_to is not None else (policy.round_to if isinstance(policy, Policy) else 1)
     names = list(channels)
     total = np.array([int(channels[n]) for n in names])
+    removed_blocks = tuple(policy.removed) if isinstance(policy, Policy) else ()
+    gone = np.array([inside(n, removed_blocks) for n in names], dtype=bool)
     kept = np.array([kept_channels(int(channels[n]), ratios.get(n, 0.0), multiple) for n in names])
+    kept[gone] = 0
     x = np.arange(len(names))
     fig = Figure(figsize=(max(6.0, 0.3 * len(names) + 2.0), 4.0), dpi=120)
     ax = fig.add_subplot()
     ax.bar(x, kept, color="C0", label="kept")
-    ax.bar(x, total - kept, bottom=kept, color="C1", alpha=0.6, label="pruned")
+    ax.bar(x[~gone], (total - kept)[~gone], bottom=kept[~gone], color="C1", alpha=0.6, label="pruned")
+    if gone.any():
+        ax.bar(x[gone], total[gone], color="0.8", hatch="//", edgecolor="0.45", label="block removed")
     ax.set_xticks(x, names, rotation=90, fontsize="x-small")
     ax.set_ylabel("output channels")
-    ax.set_title(title or f"per-group policy: {kept.sum()}/{total.sum()} channels kept")
+    blocks = f", {len(removed_blocks)} block(s) removed" if removed_blocks else ""
+    ax.set_title(title or f"per-group policy: {kept.sum()}/{total.sum()} channels kept{blocks}")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

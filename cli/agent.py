@@ -84,6 +84,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("val top-1 of best", f"{best['accuracy']:.2f}%"),
         ("MACs ratio of best", f"{best['macs_ratio']:.3f}"),
         ("latency of best", "-" if best.get("latency_ms") is None else f"{best['latency_ms']:.3f} ms"),
+        ("latency ratio of best", "-" if best.get("latency_ratio") is None else f"{best['latency_ratio']:.3f}"),
+        ("blocks removed by best", ", ".join(best.get("removed") or []) or "none"),
         (
             "mean reward, last 10%",
             f"{sum(r['reward'] for r in records[-max(1, len(records) // 10) :]) / max(1, len(records) // 10):.4f}",

@@ -15,6 +15,7 @@ from prunegym.core.onnx_export import export_onnx
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning import (
     RemovedBlock,
+    RemovedReluBlock,
     apply_policy,
     apply_policy_structure,
     cost_table,
@@ -100,3 +101,97 @@ def test_removing_a_block_that_is_not_removable_is_a_one_line_error() -> None:
         apply_policy(build_model("resnet20"), Policy(ratios={}, removed=("layer2.0",)), input_shape=SHAPE)
     with pytest.raises(PolicyError, match="list of block names"):
         Policy.from_dict({"ratios": {}, "removed": "layer1.0"})
+
+
+class _AddBlock(nn.Module):
+    """A bring-your-own block: ``x + branch(x)``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+class _ReluAddBlock(_AddBlock):
+    """``relu(branch(x) + x)``, written the other way round."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(self.branch(x) + x)
+
+
+class _ProjectedBlock(_AddBlock):
+    """A transformed shortcut: not removable."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.proj = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.branch(x) + self.proj(x))
+
+
+class _GatedBlock(_AddBlock):
+    """Data-dependent control flow: does not trace, so not removable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x) if x.shape[1] > 0 else x
+
+
+class _Wrap(nn.Module):
+    """``x + body(x)`` around a removable block: the inner block is the one that counts."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class _ByoNet(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.b1, self.b2 = _AddBlock(c), _ReluAddBlock(c)
+        self.b3, self.b4, self.b5 = _ProjectedBlock(c), _GatedBlock(c), _Wrap(_AddBlock(c))
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.b5(self.b4(self.b3(self.b2(self.b1(self.stem(x))))))  # b1's input and output may be negative
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # _GatedBlock, exported
+def test_bring_your_own_blocks_are_detected_by_tracing_and_removed_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _ByoNet().eval()
+    assert removable_blocks(model) == ["b1", "b2", "b5.body"]
+    for m in model.modules():  # BN statistics that make every branch matter
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    removed = ("b1", "b2", "b5.body")
+    pruned = apply_policy(model, Policy(ratios={}, removed=removed), input_shape=SHAPE)
+    assert isinstance(pruned.b2, RemovedReluBlock) and type(pruned.b1) is RemovedBlock
+    zeroed = copy_model(model)
+    with torch.no_grad():
+        for b in removed:
+            zeroed.get_submodule(b).bn2.weight.zero_()
+            zeroed.get_submodule(b).bn2.bias.zero_()
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        diff = (pruned.double()(x) - zeroed.double()(x)).abs().max().item()
+        moved = (pruned(x) - model.double()(x)).abs().max().item()
+    assert diff <= 1e-9 and moved > 1e-3
+    path = export_onnx(pruned.float(), tmp_path / "byo.onnx", input_shape=SHAPE)
+    assert (
+        sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node) == 1 + 3 + 2
+    )  # stem, b3 (with its projection), b4
+    with pytest.raises(PolicyError, match=r"'b3', which is not a removable.*removable blocks: b1, b2, b5.body"):
+        apply_policy(model, Policy(ratios={}, removed=("b3",)), input_shape=SHAPE)

@@ -24,10 +24,13 @@ from prunegym.core.pruning.apply import apply_policy, apply_policy_structure, pr
 from prunegym.core.pruning.costs import CostTable, LayerCost, cost_table, uniform_ratio_for_macs
 from prunegym.core.pruning.depth import (
     RemovedBlock,
+    RemovedReluBlock,
     block_groups,
     inner_group_of,
+    inside,
     removable_blocks,
     remove_blocks,
+    residual_kind,
 )
 from prunegym.core.pruning.groups import PrunableGroup, kept_channels, prunable_groups
 from prunegym.core.pruning.importance import CRITERIA, NEEDS_CALIB
@@ -49,6 +52,7 @@ __all__ = [
     "LayerCost",
     "PrunableGroup",
     "RemovedBlock",
+    "RemovedReluBlock",
     "TransformResult",
     "apply_policy",
     "apply_policy_structure",
@@ -56,6 +60,7 @@ __all__ = [
     "copy_model",
     "cost_table",
     "inner_group_of",
+    "inside",
     "kept_channels",
     "make_masks_permanent",
     "mask_keeper",
@@ -66,6 +71,7 @@ __all__ = [
     "prune_in_place",
     "removable_blocks",
     "remove_blocks",
+    "residual_kind",
     "transform",
     "uniform_ratio_for_macs",
 ]
