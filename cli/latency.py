@@ -26,7 +26,8 @@ class LatencyBuildSpec:
     """Options of ``prunegym latency build``; the model/data/latency flags are named as the env's.
 
     Args:
-        model: zoo name, package.module:factory, or a saved prunegym model.
+        model: zoo name, package.module:factory or file.py:factory (?key=value for its arguments), or a saved
+            prunegym model.
         data: data spec (cifar10:DIR, digits, ...): gives the input shape and class count.
         out: the table (JSON) to write; <stem>.partial.json beside it holds timings while building.
         weights: weights of the base model (latency does not depend on them).
@@ -62,7 +63,7 @@ class LatencyCheckSpec:
         rounds: interleaved measuring rounds (each policy re-measured this many times; on a shared machine the
             measurement needs many to agree with itself: see its split-half Spearman).
         repeats: timed runs per policy in all.
-        plot: scatter plot PNG (default: <table stem>-check.png beside the table).
+        plot: scatter plot PNG (default: the --out JSON's name with .png, else <table stem>-check.png).
         out: write the check (summary and every policy's prediction and measurement) as JSON here.
         model: model to prune (default: the table's).
         weights: its weights (default: the table's; latency does not depend on them).
@@ -108,6 +109,10 @@ def _fit_text(fit: dict[str, Any]) -> str:
         terms.append(f"{fit['slope']:.4f} × sum")
     else:
         terms += [f"{fit['slope_aligned']:.4f} × aligned", f"{fit['slope_other']:.4f} × other"]
+    if fit.get("curve"):
+        terms.append(f"{fit['curve']:.4f} × sum²")
+    if fit.get("block_ms"):
+        terms.append(f"{fit['block_ms']:.4f} × removed blocks")
     cap = f", capped at {fit['cap_ms']:.3f}" if fit.get("cap_ms") else ""
     return f"{' + '.join(terms)} ms{cap} ({fit['method']}, R² {fit['r2']:.3f}, MAPE {fit['mape_pct']:.2f} %)"
 
@@ -265,7 +270,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             latency=config,
             progress=update,
         )
-    plot = Path(spec.plot) if spec.plot else path.with_name(f"{path.stem}-check.png")
+    if spec.plot:
+        plot = Path(spec.plot)
+    else:  # beside the check's JSON when there is one, else beside the table
+        plot = Path(spec.out).with_suffix(".png") if spec.out else path.with_name(f"{path.stem}-check.png")
     plot_check(
         check,
         plot,
@@ -288,7 +296,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         label = "thread CPU time" if clock == "cpu" else "wall clock"
         t.add_column(f"{label}{' (predicted)' if clock == check.clock else ''}", justify="right")
     rows = [
-        ("MAPE %", "mape_pct", "{:.2f}"),
+        ("latency-ratio MAPE % (what a budget uses)", "ratio_mape_pct", "{:.2f}"),
+        ("latency-ratio max error %", "ratio_max_error_pct", "{:.1f}"),
+        ("MAPE % (ms)", "mape_pct", "{:.2f}"),
         ("Spearman", "spearman", "{:.3f}"),
         ("Pearson", "pearson", "{:.3f}"),
         ("max error ms", "max_abs_error_ms", "{:.3f}"),
@@ -309,6 +319,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     m = Table(title=f"prediction modes against {check.clock} clock (default: {check.mode})")
     for col in (
         "mode",
+        "ratio MAPE %",
         "MAPE %",
         "Spearman",
         "mean signed error %",
@@ -319,6 +330,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for md, v in s["modes"].items():
         m.add_row(
             md,
+            f"{v['ratio_mape_pct']:.2f}",
             f"{v['mape_pct']:.2f}",
             f"{v['spearman']:.3f}",
             f"{v['bias_pct']:+.2f}",

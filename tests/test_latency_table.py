@@ -281,6 +281,7 @@ def test_cli_build_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["policies"] == 4 and {"cpu", "wall"} == set(report["metrics"])
+    assert report["metrics"]["cpu"]["ratio_mape_pct"] >= 0.0 and "ratio_mape_pct" in report["modes"]["monotone"]
     assert Path(report["plot"]).exists()
 
 
@@ -332,3 +333,24 @@ def test_round_to_defaults_to_the_block_this_device_rewards(model: torch.nn.Modu
     assert default_round_to(LatencySpec(latency="predicted", latency_table=str(tmp_path / "t.json"))) == block
     assert default_round_to(LatencySpec(latency="measured")) == block
     assert default_round_to(LatencySpec()) == 1
+
+
+def test_the_calibration_fits_a_curve_and_a_cost_per_removed_block_only_where_the_points_carry_them() -> None:
+    from prunegym.env.latency.calibration import fit_line, fit_two
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 4.0, 16)
+    removed = rng.integers(0, 14, 16).astype(float)
+    y = -0.3 + 0.8 * x + 0.05 * x**2 + 0.012 * removed
+    fit = fit_line(x, y, removed=removed)
+    assert fit["method"] == "linear" and fit["mape_pct"] < 1e-6
+    assert (fit["intercept"], fit["slope"], fit["curve"], fit["block_ms"]) == pytest.approx((-0.3, 0.8, 0.05, 0.012))
+    assert fit_line(x, y)["block_ms"] == 0.0 and fit_line(x, y)["mape_pct"] > 0.1  # no blocks: not fitted
+    three = fit_line(x[:3], y[:3], removed=removed[:3])
+    assert three["curve"] == 0.0 and three["block_ms"] == 0.0  # three points carry a line only
+    # a cost per removed block larger than 5 % of the slowest model is not believed: fitted without it
+    big = y + 0.5 * removed
+    assert fit_line(x, big, removed=removed)["block_ms"] == 0.0
+    # the two-slope mode falls back to one line when the "other" layers barely vary
+    two = fit_two(x, np.full(16, 0.03), y + 0.03 * 0.8, removed=removed)
+    assert two["method"] == "linear" and two["block_ms"] == pytest.approx(0.012, abs=1e-3)

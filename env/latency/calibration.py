@@ -156,55 +156,111 @@ def _r2_mape(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return r2, float(np.mean(np.abs(pred - y) / y) * 100.0)
 
 
-def fit_line(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """``measured ≈ intercept + slope * table_sum`` by least squares; offset-only when the slope is unusable.
+def _relative_lstsq(columns: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """``[intercept, *coefficients]`` minimising the squared *relative* errors (rows weighted by 1/y)."""
+    design = np.stack([np.ones_like(y), *columns], axis=1)
+    w = 1.0 / y
+    return np.linalg.lstsq(design * w[:, None], y * w, rcond=None)[0]
+
+
+def _extra_terms(total: np.ndarray, y: np.ndarray, removed: np.ndarray | None, *, base: int) -> dict[str, np.ndarray]:
+    """The optional terms the points can carry (two spare degrees of freedom each): ``curve`` (the table sum
+    squared) and ``block_ms`` (removed blocks, when some models remove blocks)."""
+    extra: dict[str, np.ndarray] = {}
+    if len(y) >= base + 1 + 3 and np.ptp(total) > 0.2 * np.mean(total):
+        extra["curve"] = total**2
+    if removed is not None and np.ptp(removed) > 0 and len(y) >= base + len(extra) + 1 + 3:
+        extra["block_ms"] = np.asarray(removed, dtype=np.float64)
+    return extra
+
+
+def _plausible(fit: Mapping[str, float], slopes: Sequence[str], total: np.ndarray, y: np.ndarray) -> bool:
+    """Every table-ms costs between 0.2 and 5 ms over [0, the largest sum] (the curve included), and a removed
+    block a few operators' fixed cost (at most 5% of the slowest model)."""
+    top = float(np.max(total))
+    ok = all(_SLOPES[0] <= fit[k] + 2.0 * fit.get("curve", 0.0) * x <= _SLOPES[1] for k in slopes for x in (0.0, top))
+    return ok and abs(fit.get("block_ms", 0.0)) <= 0.05 * float(np.max(y))
+
+
+def _fit(
+    sums: Mapping[str, np.ndarray], y: np.ndarray, removed: np.ndarray | None
+) -> tuple[dict[str, float], np.ndarray] | None:
+    """Relative least squares on ``sums`` (named columns) plus the extra terms that are plausible, dropping the
+    extras (block term first, then the curve) when the fit with them is not; ``None`` when even the plain fit
+    is implausible. Returns the coefficients and the fitted values."""
+    total = np.sum(list(sums.values()), axis=0)
+    extra = _extra_terms(total, y, removed, base=len(sums))
+    names = [*extra]
+    while True:
+        cols = {**sums, **{k: extra[k] for k in names}}
+        coef = _relative_lstsq(list(cols.values()), y)
+        fit = {"intercept": float(coef[0]), **{k: float(c) for k, c in zip(cols, coef[1:], strict=True)}}
+        if _plausible(fit, list(sums), total, y):
+            pred = coef[0] + sum(c * col for c, col in zip(coef[1:], cols.values(), strict=True))
+            return {**fit, **{k: 0.0 for k in ("curve", "block_ms") if k not in fit}}, pred
+        if not names:
+            return None
+        log.warning("calibration with %s is implausible (%s); fitting without %s", names, fit, names[-1])
+        names.pop()
+
+
+def fit_line(x: np.ndarray, y: np.ndarray, *, removed: np.ndarray | None = None) -> dict[str, Any]:
+    """``measured ≈ intercept + slope * s + curve * s² + block_ms * removed_blocks`` for table sums ``s``,
+    least squares on relative errors; offset-only when no slope is usable.
+
+    ``curve`` lets larger models pay more per table-ms (their weights outgrow the caches that the micro graphs
+    and the pruned models fit in); ``block_ms`` is what a removed block still costs beyond the table, which drops
+    every layer of the block with its micro graph's own overhead. Each is fitted only when the points can carry
+    it (two spare degrees of freedom) and kept only when plausible.
 
     Args:
         x: table sums (ms).
         y: measured latencies (ms).
+        removed: removed blocks per model.
 
     Returns:
-        ``method`` (``linear`` or ``offset``), ``intercept``, ``slope``, ``r2`` and ``mape_pct``.
+        ``method`` (``linear`` or ``offset``), ``intercept``, ``slope``, ``curve``, ``block_ms``, ``r2`` and
+        ``mape_pct``.
     """
-    slope, intercept, method = 1.0, float(np.mean(y - x)), "offset"
+    fit, pred, method = None, None, "offset"
     if len(x) >= 3 and np.ptp(x) > 0.05 * np.mean(x):
-        s, c = np.polyfit(x, y, 1)
-        if _SLOPES[0] <= s <= _SLOPES[1]:
-            slope, intercept, method = float(s), float(c), "linear"
+        found = _fit({"slope": x}, y, removed)
+        if found is None:
+            log.warning("calibration slope is implausible; falling back to an offset")
         else:
-            log.warning("calibration slope %.3f is implausible; falling back to an offset", s)
-    r2, mape = _r2_mape(intercept + slope * x, y)
-    return {"method": method, "intercept": intercept, "slope": slope, "r2": r2, "mape_pct": mape}
+            (fit, pred), method = found, "linear"
+    if fit is None:
+        fit = {"intercept": float(np.mean(y - x)), "slope": 1.0, "curve": 0.0, "block_ms": 0.0}
+        pred = fit["intercept"] + x
+    r2, mape = _r2_mape(pred, y)
+    return {"method": method, **fit, "r2": r2, "mape_pct": mape}
 
 
-def fit_two(aligned: np.ndarray, other: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """``measured ≈ intercept + slope_aligned * aligned + slope_other * other``; one line when not identifiable.
+def fit_two(
+    aligned: np.ndarray, other: np.ndarray, y: np.ndarray, *, removed: np.ndarray | None = None
+) -> dict[str, Any]:
+    """``measured ≈ intercept + slope_aligned * aligned + slope_other * other + curve * total² + block_ms *
+    removed_blocks`` (as :func:`fit_line`); one line (:func:`fit_line`) when the two slopes are not identifiable.
 
     Args:
         aligned: table sums of the NCHWc-aligned layers (ms).
         other: table sums of the other layers (ms).
         y: measured latencies (ms).
+        removed: removed blocks per model.
 
     Returns:
-        ``method`` ``two-slope`` with ``intercept``, ``slope_aligned``, ``slope_other``, ``r2``, ``mape_pct``;
-        else :func:`fit_line` of the total.
+        ``method`` ``two-slope`` with ``intercept``, ``slope_aligned``, ``slope_other``, ``curve``, ``block_ms``,
+        ``r2``, ``mape_pct``; else :func:`fit_line` of the total.
     """
     total = aligned + other
     if len(y) >= 4 and min(np.ptp(aligned), np.ptp(other)) > 0.05 * np.mean(total):
-        design = np.stack([np.ones_like(y), aligned, other], axis=1)
-        (c, sa, so), *_ = np.linalg.lstsq(design, y, rcond=None)
-        if _SLOPES[0] <= sa <= _SLOPES[1] and _SLOPES[0] <= so <= _SLOPES[1]:
-            r2, mape = _r2_mape(c + sa * aligned + so * other, y)
-            return {
-                "method": "two-slope",
-                "intercept": float(c),
-                "slope_aligned": float(sa),
-                "slope_other": float(so),
-                "r2": r2,
-                "mape_pct": mape,
-            }
-        log.warning("calibration slopes %.3f/%.3f are implausible; fitting one line", sa, so)
-    return fit_line(total, y)
+        found = _fit({"slope_aligned": aligned, "slope_other": other}, y, removed)
+        if found is not None:
+            fit, pred = found
+            r2, mape = _r2_mape(pred, y)
+            return {"method": "two-slope", **fit, "r2": r2, "mape_pct": mape}
+        log.warning("calibration's two slopes are implausible; fitting one line")
+    return fit_line(total, y, removed=removed)
 
 
 def _policy_names(count: int, block: int) -> list[str]:
@@ -291,7 +347,7 @@ class Calibration:
         block = int(table.search.get("align_block", 1))
         mono = LayerSums(table, group_order=tuple(table.groups), monotone=True, block=1)
         raw = LayerSums(table, group_order=tuple(table.groups), monotone=False, block=block)
-        rows, sums_mono, sums_a, sums_o = [], [], [], []
+        rows, sums_mono, sums_a, sums_o, removed = [], [], [], [], []
         for name, pol, ms in zip(_policy_names(len(self.policies), block), self.policies, y, strict=True):
             kept = table_kept(table, pol)
             m = sum(mono.sums(kept))
@@ -299,6 +355,7 @@ class Calibration:
             sums_mono.append(m)
             sums_a.append(a)
             sums_o.append(o)
+            removed.append(len(split_removed(pol, self.blocks)[1]))
             rows.append(
                 {
                     "policy": name,
@@ -306,12 +363,17 @@ class Calibration:
                     "sum_monotone_ms": round(m, 5),
                     "sum_aligned_ms": round(a, 5),
                     "sum_other_ms": round(o, 5),
+                    "removed_blocks": removed[-1],
                 }
             )
+        r = np.array(removed, dtype=np.float64)
         cal: dict[str, Any] = {
             "default": self.config.mode,
-            "monotone": {**fit_line(np.array(sums_mono), y), "cap_ms": round(float(y[0]), 5)},
-            "aligned": fit_two(np.array(sums_a), np.array(sums_o), y),
+            "monotone": {
+                **fit_line(np.array(sums_mono), y, removed=r),
+                "cap_ms": round(float(y[0]), 5),
+            },
+            "aligned": fit_two(np.array(sums_a), np.array(sums_o), y, removed=r),
             "measured_baseline_ms": round(float(y[0]), 5),
             "policies": len(self.policies),
             "rounds": self.rounds,
@@ -323,7 +385,9 @@ class Calibration:
                 "calibration (%s) on %d models: %s, R² %.3f, MAPE %.2f%%",
                 mode,
                 len(y),
-                ", ".join(f"{k} {v:.4f}" for k, v in f.items() if k.startswith(("intercept", "slope"))),
+                ", ".join(
+                    f"{k} {v:.4f}" for k, v in f.items() if k.startswith(("intercept", "slope", "curve", "block"))
+                ),
                 f["r2"],
                 f["mape_pct"],
             )

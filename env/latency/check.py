@@ -20,6 +20,7 @@ __all__ = ["LatencyCheck", "check_latency_table"]
 
 _MODE_METRICS = (
     "mape_pct",
+    "ratio_mape_pct",
     "spearman",
     "bias_pct",
     "mape_drift_corrected_pct",
@@ -61,8 +62,13 @@ def _agreement(
     cv = np.std(rounds, axis=1, ddof=1) / np.median(rounds, axis=1) if rounds.shape[1] > 1 else np.zeros(len(m))
     drift = ref / build_ref if build_ref else float("nan")
     corrected = (predicted * drift - m) / m
+    all_rounds = times.round_medians(clock)
+    measured_ratio = np.median(all_rounds[1:] / all_rounds[0], axis=1)  # per round: load hits both alike
+    ratio_err = (predicted / predicted_ref - measured_ratio) / measured_ratio
     return {
         "mape_pct": float(np.mean(np.abs(err)) * 100),
+        "ratio_mape_pct": float(np.mean(np.abs(ratio_err)) * 100),
+        "ratio_max_error_pct": float(np.max(np.abs(ratio_err)) * 100),
         "spearman": _spearman(predicted, m),
         "pearson": float(np.corrcoef(predicted, m)[0, 1]) if len(m) >= 3 else float("nan"),
         "max_abs_error_ms": float(np.max(np.abs(predicted - m))),
@@ -91,6 +97,9 @@ class LatencyCheck:
     The unpruned model is measured alongside as a reference: ``drift_since_build_pct`` compares it with its
     measurement at build time (a shared machine's speed drifts with its load), and ``mape_drift_corrected_pct``
     is the MAPE after scaling every prediction by that one factor (nothing is fitted on the checked policies).
+    ``ratio_mape_pct`` is the error of what a latency budget uses, the latency *ratio* to the unpruned model:
+    predicted ÷ the predictor's baseline against the median over rounds of each round's policy ÷ unpruned time
+    (immune to the machine's speed drifting between build and check, and within the check).
     ``modes`` compares the table's prediction modes on the table's clock (``predicted_ms`` is ``mode``'s).
     """
 

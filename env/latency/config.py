@@ -31,7 +31,9 @@ class TableBuildConfig:
         warmup: untimed runs of each micro graph before its first round.
         chunk: micro graphs timed together (interleaved) at a time.
         calib_policies: full models measured to fit the correction: the unpruned model, uniform ratios at half
-            and all of max_ratio, then random policies; with fewer than 3 only an offset is fitted (0 acts as 1).
+            and all of max_ratio, aligned counts, blocks removed, then random policies; with fewer than 3 only an
+            offset is fitted (0 acts as 1), with 6 or more a curvature term, and a per-removed-block term when some
+            of them remove blocks.
         calib_repeats: timed runs of each calibration model, spread over ``calib_rounds`` interleaved rounds.
         calib_rounds: interleaved rounds of the calibration models.
         mode: default prediction mode: monotone (never predicts more time for fewer channels) or aligned (follows
@@ -53,7 +55,7 @@ class TableBuildConfig:
     rounds: int = 5
     warmup: int = 5
     chunk: int = 64
-    calib_policies: int = 12
+    calib_policies: int = 16
     calib_repeats: int = 600
     calib_rounds: int = 60
     mode: str = "monotone"

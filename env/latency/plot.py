@@ -56,7 +56,8 @@ def plot_check(check: LatencyCheck, path: Path | str, *, title: str = "") -> Pat
         ax.text(
             0.03,
             0.97,
-            f"MAPE {met['mape_pct']:.2f}%\nSpearman {met['spearman']:.3f}\n"
+            f"MAPE {met['mape_pct']:.2f}% (ratio to unpruned: {met['ratio_mape_pct']:.2f}%)\n"
+            f"Spearman {met['spearman']:.3f}, drift since build {met['drift_since_build_pct']:+.1f}%\n"
             f"noise (round CV) {met['noise_pct']:.2f}%\nsplit-half ρ {met['split_half_spearman']:.3f}",
             transform=ax.transAxes,
             va="top",

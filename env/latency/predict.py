@@ -205,15 +205,18 @@ class LayerSums:
 class PredictedLatency:
     """Latency in ms predicted from a :class:`~prunegym.env.latency.table.LatencyTable`.
 
-    Two modes, both fitted at build time on the same measurements:
+    Two modes, both fitted at build time on the same measurements
+    (:func:`~prunegym.env.latency.calibration.fit_line`); ``R`` is the number of removed blocks:
 
-    - ``monotone``: each layer's grid made monotone, ``min(intercept + slope * sum, cap_ms)``: more channels
-      never predict less time, whatever the device does at particular channel counts. ``cap_ms`` is the
-      unpruned model's measured latency: no candidate is predicted slower than it (a line through all the
-      calibration models over-predicts the unpruned one, whose channel counts all fill the SIMD blocks).
-    - ``aligned``: raw grids, ``intercept + slope_aligned * sum(aligned layers) + slope_other * sum(others)``
-      (:func:`nchwc_block`): follows the device where channel counts that fill the SIMD blocks are faster than
-      smaller unaligned ones, so the prediction may rise when a ratio grows past such a count.
+    - ``monotone``: each layer's grid made monotone, ``min(intercept + slope * sum + curve * sum² + block_ms * R,
+      cap_ms)``: more channels never predict less time (the fit keeps the curve's slope positive, and a removed
+      block's ``block_ms`` is a few operators' cost, far below its layers'), whatever the device does at
+      particular channel counts. ``cap_ms`` is the unpruned model's measured latency: no candidate is predicted
+      slower than it.
+    - ``aligned``: raw grids, ``intercept + slope_aligned * sum(aligned layers) + slope_other * sum(others) +
+      curve * sum² + block_ms * R`` (:func:`nchwc_block`): follows the device where channel counts that fill the
+      SIMD blocks are faster than smaller unaligned ones, so the prediction may rise when a ratio grows past such
+      a count.
 
     ``baseline_ms`` is the prediction for the unpruned model, so latency ratios of the env are 1 there.
     Needs no model (``needs_model = False``); a prediction takes tens of microseconds.
@@ -245,10 +248,14 @@ class PredictedLatency:
         self.intercept = float(fit.get("intercept", 0.0))
         self.slope_aligned = float(fit.get("slope_aligned", fit.get("slope", 1.0)))
         self.slope_other = float(fit.get("slope_other", fit.get("slope", 1.0)))
+        self.curve = float(fit.get("curve", 0.0))
+        self.block_ms = float(fit.get("block_ms", 0.0))
         self.cap_ms = float(fit["cap_ms"]) if fit.get("cap_ms") else math.inf
         block = int(table.search.get("align_block", 1)) if self.mode == "aligned" else 1
         self._summer = LayerSums(table, group_order=self.group_order, monotone=self.mode == "monotone", block=block)
         self._layers = self._summer.layers
+        inner = set(self.blocks.values())
+        self._inner_index = [i for i, g in enumerate(self.group_order) if g in inner]
         self._cache: dict[tuple[int, ...], float] = {}
         self._warned = False
         self.baseline_ms = self.predict_kept(tuple(table.groups[g] for g in self.group_order))
@@ -330,7 +337,9 @@ class PredictedLatency:
         hit = self._cache.get(key)
         if hit is None:
             aligned, other = self.sums(key)
-            hit = min(self.intercept + self.slope_aligned * aligned + self.slope_other * other, self.cap_ms)
+            removed = sum(1 for i in self._inner_index if key[i] == 0)
+            line = self.intercept + self.slope_aligned * aligned + self.slope_other * other
+            hit = min(line + self.curve * (aligned + other) ** 2 + self.block_ms * removed, self.cap_ms)
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = hit
