@@ -20,6 +20,7 @@ import logging
 import random
 import shutil
 import uuid
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,17 +177,24 @@ def read_latest_checkpoint(run_dir: Path) -> SearchCheckpoint | None:
     latest = root / LATEST_FILE
     if not latest.exists():
         return None
+    restart = f"delete {root} to restart the search from scratch"
     try:
         pointer = json.loads(latest.read_text(encoding="utf-8"))
-        folder = root / str(pointer["folder"])
+        name = pointer["folder"] if isinstance(pointer, dict) else None
+        # a path read from a run file stays inside the run: one plain child of checkpoints/
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{latest} names folder {name!r}, not a folder of {root}; {restart}")
+        folder = root / name
         state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"cannot read the search checkpoint in {root}: {exc}; delete {root} to restart the search from scratch"
-        ) from exc
-    if state.get("format") != CHECKPOINT_FORMAT:
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read the search checkpoint in {root}: {exc}; {restart}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{folder / STATE_FILE} is not a {CHECKPOINT_FORMAT} checkpoint; start a new run folder")
-    return SearchCheckpoint(path=folder, episodes_done=int(state["episodes_done"]), state=state)
+    try:
+        episodes = int(state["episodes_done"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / STATE_FILE} has no valid episodes_done ({exc}); {restart}") from exc
+    return SearchCheckpoint(path=folder, episodes_done=episodes, state=state)
 
 
 def restore_agent(model: BaseAlgorithm, checkpoint: SearchCheckpoint) -> None:
@@ -202,14 +210,31 @@ def restore_agent(model: BaseAlgorithm, checkpoint: SearchCheckpoint) -> None:
             f"{checkpoint.path} holds a {saved['algorithm']} agent, not a {type(model).__name__}; "
             "resume with the same --agent"
         )
-    payload = th.load(checkpoint.path / AGENT_FILE, map_location="cpu", weights_only=True)
-    model.set_parameters(payload["params"], exact_match=True, device=model.device)
-    for name, tensor in payload["tensors"].items():
-        recursive_getattr(model, name).data.copy_(tensor)
-    if "replay_buffer" in saved:
-        assert isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None
-        load_buffer_arrays(model.replay_buffer, checkpoint.path / BUFFER_FILE)
-        load_buffer_state(model.replay_buffer, saved["replay_buffer"])
+    restart = f"delete {checkpoint.path.parent} to restart the search from scratch"
+    path = checkpoint.path / AGENT_FILE
+    try:
+        payload = th.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file; quote its first line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(f"cannot read {path}: {first}; {restart}") from exc
+    _, expected = model._get_torch_save_params()
+    if not isinstance(payload, dict) or not isinstance(payload.get("params"), dict):
+        raise CheckpointError(f"{path} is not an agent checkpoint written by prunegym; {restart}")
+    tensors = payload.get("tensors") or {}
+    foreign = sorted(set(tensors) - set(expected)) if isinstance(tensors, dict) else ["?"]
+    if foreign:  # names from a file address only the tensors SB3 itself saves
+        raise CheckpointError(f"{path} holds tensor(s) {', '.join(map(str, foreign))} this agent lacks; {restart}")
+    try:
+        model.set_parameters(payload["params"], exact_match=True, device=model.device)
+        for name, tensor in tensors.items():
+            recursive_getattr(model, name).data.copy_(tensor)
+        if "replay_buffer" in saved:
+            assert isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None
+            load_buffer_arrays(model.replay_buffer, checkpoint.path / BUFFER_FILE)
+            load_buffer_state(model.replay_buffer, saved["replay_buffer"])
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(f"cannot restore the agent from {checkpoint.path}: {first}; {restart}") from exc
     model.num_timesteps = int(saved["num_timesteps"])
     model._episode_num = int(saved["episode_num"])
     if hasattr(model, "_n_updates"):

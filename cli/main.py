@@ -15,7 +15,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prunegym.core.errors import UserError
+from prunegym.core.config import read_config_file
+from prunegym.core.errors import ConfigError, UserError
+from prunegym.core.user_models import allowed_factories, is_factory_spec
 
 __all__ = ["REGISTRY", "CommandFamily", "HelpFormatter", "build_parser", "main"]
 
@@ -86,8 +88,85 @@ def _register_unavailable(sub: argparse._SubParsersAction, family: CommandFamily
         p.set_defaults(func=unavailable)
 
 
+def _typed_factories(argv: Sequence[str]) -> list[str]:
+    """The model factories the user typed: ``--model SPEC`` (not one from a --config file) and ``--allow-import``."""
+    out = []
+    for i, tok in enumerate(argv):
+        for flag in ("--model", "--allow-import"):
+            if tok == flag and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif tok.startswith(flag + "="):
+                out.append(tok.split("=", 1)[1])
+    return [s for s in out if is_factory_spec(s)]
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, tok in enumerate(argv):
+        if tok == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith(flag + "="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def _leaf_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser | None:
+    """The (sub)parser of the command ``argv`` names (``agent train`` → train's parser)."""
+    leaf, found = parser, False
+    for tok in argv:
+        subs = [a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            break
+        if tok in subs[0].choices:
+            leaf, found = subs[0].choices[tok], True
+    return leaf if found else None
+
+
+_NOT_FROM_FILE = {"help", "config", "allow_import", "func"}
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Make a command's ``--config FILE`` the defaults of its plain argparse options (flags still override).
+
+    Commands whose options come from a config dataclass (``default=SUPPRESS``) read the file themselves
+    (:func:`~prunegym.cli.util.config_from_args`, which also checks its keys); for the others the file's keys
+    must be the command's options (positionals included), with one line naming any other.
+    """
+    path = _flag_value(argv, "--config")
+    leaf = _leaf_parser(parser, argv) if path else None
+    if leaf is None or path is None:
+        return
+    actions = [a for a in leaf._actions if a.dest not in _NOT_FROM_FILE]
+    if any(a.default is argparse.SUPPRESS and a.option_strings for a in actions):
+        return
+    values = read_config_file(path)
+    by_dest = {a.dest: a for a in actions}
+    unknown = sorted(set(values) - set(by_dest))
+    if unknown:
+        raise ConfigError(
+            f"config file {path} has option(s) {', '.join(unknown)} that `{leaf.prog}` does not take; "
+            f"its options: {', '.join(sorted(by_dest))}"
+        )
+    for dest, value in values.items():
+        action = by_dest[dest]
+        if isinstance(value, str) and callable(action.type):
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"config file {path}: {dest}: {exc}") from exc
+        action.required = False
+        if not action.option_strings and action.nargs is None:
+            action.nargs = "?"  # a positional the file provides
+        action.default = value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _apply_config_file(parser, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
@@ -99,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with allowed_factories(_typed_factories(argv)):
+            return int(args.func(args) or 0)
     except UserError as exc:
         if args.debug:
             raise

@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- train / finetune
 
 TRAIN_HELP = {
-    "model": "zoo name, package.module:factory, or a saved prunegym model (file or run folder)",
+    "model": "zoo name, package.module:factory or file.py:factory (?key=value for its arguments), or a saved prunegym model (file or run folder)",
     "data": "data spec: cifar10:DIR, cifar100:DIR, mnist:DIR, fashion-mnist:DIR, folder:DIR, digits",
     "out": "run folder (config.yaml, last.pt, best.pt, tb/, metrics.jsonl)",
     "weights": "initial weights (state_dict or checkpoint)",

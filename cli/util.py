@@ -36,6 +36,14 @@ def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, exampl
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=HelpFormatter
     )
     p.add_argument("--config", help="YAML file of option: value (flags override it)")
+    p.add_argument(
+        "--allow-import",
+        action="append",
+        metavar="TARGET",
+        default=[],
+        help="let a model factory named by a checkpoint or run folder (package.module:factory) be imported; "
+        "a --model typed here is allowed already (repeatable)",
+    )
     return p
 
 

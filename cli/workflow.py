@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 R20 = "--model resnet20 --weights ../shared/data/pretrained/resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py"
 HELP = {
-    "model": "zoo name, package.module:factory, or a saved prunegym model (file or run folder)",
+    "model": "zoo name, package.module:factory or file.py:factory (?key=value for its arguments), or a saved prunegym model (file or run folder)",
     "data": "data spec: cifar10:DIR, cifar100:DIR, mnist:DIR, fashion-mnist:DIR, folder:DIR, digits",
     "weights": "weights of the (unpruned) model",
     "out": "run folder",

@@ -23,7 +23,7 @@ from torch import nn
 from prunegym.core.errors import CheckpointError
 from prunegym.core.io import atomic_torch_save
 from prunegym.core.models import build_model, model_info
-from prunegym.core.run_folder import MODEL_FILE
+from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ MODEL_FORMAT = "prunegym.model/1"
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` onto the CPU, with one-line errors for the usual failures."""
     path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
+    if path.is_dir():  # a run folder: the model it made (replay, prune), else a training run's best, else its last
+        found = [path / f for f in (MODEL_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT) if (path / f).is_file()]
+        if not found:
+            raise CheckpointError(
+                f"run folder {path} holds no {MODEL_FILE}, {BEST_CHECKPOINT} or {LAST_CHECKPOINT}; pass a model file"
+            )
+        path = found[0]
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; check the path (--weights / --model)")
     try:
@@ -130,7 +135,12 @@ def rebuild_model(obj: dict[str, Any], *, source: str) -> nn.Module:
     name = obj.get("model")
     if not isinstance(name, str):
         raise CheckpointError(f"{source} does not name its base model; pass --model NAME with --weights {source}")
-    model = build_model(name, num_classes=int(obj.get("num_classes", 10)), in_channels=int(obj.get("in_channels", 3)))
+    model = build_model(
+        name,
+        num_classes=obj.get("num_classes", 10),
+        in_channels=obj.get("in_channels", 3),
+        source=f"checkpoint {source}",
+    )
     policy = obj.get("policy")
     if policy:
         from prunegym.core.pruning import (

@@ -84,6 +84,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of option: value, not a {type(data).__name__}")
+    data = {k: v for k, v in data.items() if k != "command"}  # what a run folder's config.yaml records first
     return {ALIASES.get(str(k).replace("-", "_"), str(k).replace("-", "_")): v for k, v in data.items()}
 
 

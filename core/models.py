@@ -2,12 +2,12 @@
 
 Every zoo model is built by :func:`build_model` and carries a :class:`ModelInfo` on ``model.prunegym_info``
 with its input normalization, so that data pipelines, evaluation and the deploy bundle all use the same one.
-Bring-your-own models are named ``package.module:factory`` and get the dataset's normalization.
+Bring-your-own models are named ``package.module:factory`` or ``path/to/file.py:factory`` (with keyword
+arguments, :mod:`prunegym.core.user_models`) and get the dataset's normalization.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunegym.core.errors import UserError
+from prunegym.core.user_models import is_factory_spec, make_user_model
 
 log = logging.getLogger(__name__)
 
@@ -306,36 +307,50 @@ def known_models() -> list[str]:
     return sorted(ZOO)
 
 
-def _import_factory(spec: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(
-            f"cannot import module '{module_name}' for --model {spec}: {exc}; make it importable (PYTHONPATH)"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UserError(f"'{attr}' in module '{module_name}' is not a callable; --model wants package.module:factory")
-    return factory
+MAX_CLASSES = 100_000  # a saved model asking for more is refused before anything is allocated
+MAX_IN_CHANNELS = 64
 
 
-def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """Build a zoo model by name, or any ``package.module:factory`` (called with no arguments).
+def build_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    allow_import: bool = False,
+    source: str = "--model",
+) -> nn.Module:
+    """Build a zoo model by name, or a bring-your-own factory (:mod:`prunegym.core.user_models`).
 
     The returned model has ``prunegym_info`` (:class:`ModelInfo`) set.
+
+    Args:
+        name: a zoo name, ``package.module:factory`` or ``path/to/file.py:factory``, with optional
+            ``?key=value&...`` keyword arguments for the factory.
+        num_classes: classes of a zoo model (1 … :data:`MAX_CLASSES`).
+        in_channels: input channels of a zoo model (1 … :data:`MAX_IN_CHANNELS`).
+        allow_import: import a factory that was not allowed with
+            :func:`~prunegym.core.user_models.allow_factory` (the caller chose it, not a data file).
+        source: where ``name`` came from (a checkpoint, a run folder), for error messages.
+
+    Raises:
+        UserError: an unknown name, counts out of range, or a factory that may not or cannot be imported.
     """
-    if ":" in name:
-        model = _import_factory(name)()
-        if not isinstance(model, nn.Module):
-            raise UserError(f"factory {name} returned {type(model).__name__}, not a torch.nn.Module")
+    if is_factory_spec(name):
+        model = make_user_model(name, allow_import=allow_import, source=source)
         mean = std = size = None
     else:
         entry = ZOO.get(name.lower())
         if entry is None:
+            where = "" if source == "--model" else f" (named by {source})"
             raise UserError(
-                f"unknown model '{name}'; known models: {', '.join(known_models())}, or package.module:factory"
+                f"unknown model '{name}'{where}; known models: {', '.join(known_models())}, or package.module:factory"
             )
+        for what, value, top in (
+            ("num_classes", num_classes, MAX_CLASSES),
+            ("in_channels", in_channels, MAX_IN_CHANNELS),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise UserError(f"{source} asks for {what}={value!r} for {name}; prunegym accepts 1 … {top:,}")
         model = entry.factory(num_classes=num_classes, in_channels=in_channels)
         mean, std, size = entry.mean, entry.std, entry.image_size
         if mean is not None and len(mean) != in_channels:  # e.g. ImageNet statistics for a 1-channel variant

@@ -75,7 +75,7 @@ class EnvSpec:
     data="cifar10:DIR", val_size=1000)``) or from nested configs.
 
     Args:
-        model: zoo name, package.module:factory, or a saved prunegym model (file or run folder).
+        model: zoo name, package.module:factory or file.py:factory (?key=value for its arguments), or a saved prunegym model (file or run folder).
         data: data spec (cifar10:DIR, digits, ...).
         weights: weights of the base model.
         seed: seeds the val split, the evaluator and the search.
