@@ -39,7 +39,7 @@ def main() -> None:
             )
             evaluator = build_env(spec).evaluator
         policy = Policy.load(run / "best_policy.yaml")
-        result = evaluator.evaluate(policy.ratios)
+        result = evaluator.evaluate(policy.ratios, removed=policy.removed)
         rows.append(
             {
                 "run": run.name,
@@ -48,6 +48,7 @@ def main() -> None:
                 "rescored_top1": round(result.accuracy, 2),
                 "bn_recalib_augment": evaluator.config.bn_recalib_augment or evaluator.data.augment,
                 "macs_ratio": round(result.macs / evaluator.base_macs, 4),
+                "removed_blocks": len(policy.removed),
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -1,4 +1,5 @@
-"""Score the uniform policy (one ratio for every group, the smallest that meets the MAC target) with exactly
+"""Score the uniform policy (one ratio for every group, the smallest that meets the run's MAC or latency target,
+no block removed) with exactly
 the evaluator of a search run, and write it as a one-episode run folder that `prunegym compare` reads.
 
     .venv/bin/python bench/uniform_policy.py --like runs/bench-r20-ddpg-s0 --out runs/bench-r20-uniform
@@ -29,17 +30,31 @@ def main() -> None:
         cfg = {**cfg, "bn_recalib_augment": args.bn_recalib_augment}
     spec = EnvSpec.from_mapping(cfg)
     env = build_env(spec)
-    ratio = uniform_ratio_for_macs(
-        env.evaluator.model,
-        input_shape=env.evaluator.input_shape,
-        target_macs_fraction=spec.env.target_ratio,
-        round_to=spec.evaluator.round_to,
-    )
-    action = 2.0 * (ratio - spec.env.min_ratio) / (spec.env.max_ratio - spec.env.min_ratio) - 1.0
+    if spec.env.target == "latency":  # the smallest uniform ratio whose predicted latency keeps the budget
+        lat = env.latency
+        names = env.group_names
+
+        def ratio_of(r: float) -> float:
+            return float(lat.predict(dict.fromkeys(names, r))) / float(lat.baseline_ms)
+
+        lo, hi = 0.0, spec.env.max_ratio
+        if ratio_of(hi) > spec.env.target_ratio:
+            raise SystemExit(f"uniform max_ratio {hi} keeps {ratio_of(hi):.3f} of the latency: over the budget")
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if ratio_of(mid) <= spec.env.target_ratio else (mid, hi)
+        ratio = hi
+    else:
+        ratio = uniform_ratio_for_macs(
+            env.evaluator.model,
+            input_shape=env.evaluator.input_shape,
+            target_macs_fraction=spec.env.target_ratio,
+            round_to=spec.evaluator.round_to,
+        )
     env.reset(seed=spec.seed)
     info: dict = {}
-    for _ in range(env.num_groups):
-        _, _, _, _, info = env.step(np.array([action], dtype=np.float32))
+    for name in env.group_names:  # the env's own action for the ratio (a depth env's top band removes blocks)
+        _, _, _, _, info = env.step(np.array([env.action_of(ratio, group=name)], dtype=np.float32))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(
@@ -54,7 +69,11 @@ def main() -> None:
     (out / "episodes.jsonl").unlink(missing_ok=True)
     append_jsonl(out / "episodes.jsonl", episode_record(episode=0, info=info, sigma=None))
     env.policy_from_info(info, source="uniform").save(out / "best_policy.yaml")
-    print(f"uniform ratio {ratio:.4f}: val top-1 {info['accuracy']:.2f}%, MACs ratio {info['macs_ratio']:.4f}")
+    lat = info.get("latency_ratio")
+    print(
+        f"uniform ratio {ratio:.4f}: val top-1 {info['accuracy']:.2f}%, MACs ratio {info['macs_ratio']:.4f}"
+        + ("" if lat is None else f", predicted latency ratio {lat:.4f}")
+    )
 
 
 if __name__ == "__main__":

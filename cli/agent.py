@@ -103,7 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "agent",
-        help="train the AMC-style search agent; show a search run",
         example="prunegym agent train --model resnet20 --weights ../shared/data/pretrained/"
         "resnet20-12fca82f.th --data cifar10:../shared/data/cifar-10-batches-py --out runs/amc-r20",
     )

@@ -187,7 +187,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "demo",
-        help="the whole pipeline on the embedded default (ResNet-20 on 32×32 digits): no downloads, no flags",
         example="prunegym demo",
     )
     p.add_argument("--out", default="runs/demo", help="run folder")

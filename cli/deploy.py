@@ -55,7 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = add_command(
         sub,
         "deploy",
-        help="use a bundle with ONNX Runtime alone: classify images, re-benchmark",
         example="prunegym deploy run runs/x/replay/bundle cat.png",
     )
     dsub = d.add_subparsers(dest="deploy_command", metavar="ACTION")

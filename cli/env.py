@@ -79,7 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "env",
-        help="drive the pruning environment with baseline agents",
         example="prunegym env rollout --agent random --episodes 20 --model smallcnn --data digits",
     )
     env_sub = p.add_subparsers(dest="env_command", metavar="ACTION")

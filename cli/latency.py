@@ -350,7 +350,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "latency",
-        help="build and check the predicted-latency lookup table",
         example="prunegym latency build --model smallcnn --data digits --grid-step 8 --out table.json",
     )
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")

@@ -1,9 +1,10 @@
 """The ``prunegym`` command line: one sub-command per job, each with ``--help`` showing an example.
 
 Errors the user can fix (:class:`~prunegym.core.errors.UserError`) print one line and exit with code 2;
-``--debug`` shows the traceback. The command families are listed in :data:`REGISTRY`, each a ``cli`` module with
-a ``register(subparsers)`` function. A family whose optional dependency is missing (torch, in a deploy-only
-environment) still appears: its commands say what to install instead of running.
+``--debug`` shows the traceback. The command families are listed in :data:`~prunegym.cli.commands.REGISTRY`, each a ``cli`` module
+with a ``register(subparsers)`` function. Only the family of the command being run is imported, so ``--help``,
+``--version`` and argument errors answer without importing torch. A family whose optional dependency is missing
+(torch, in a deploy-only environment) still appears: its commands say what to install instead of running.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from prunegym.cli.commands import REGISTRY, CommandFamily, family_of
 from prunegym.core.config import read_config_file
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.user_models import allowed_factories, is_factory_spec
@@ -22,46 +23,39 @@ from prunegym.core.user_models import allowed_factories, is_factory_spec
 __all__ = ["REGISTRY", "CommandFamily", "HelpFormatter", "build_parser", "main"]
 
 
-@dataclass(frozen=True)
-class CommandFamily:
-    """A ``cli`` module and the top-level commands its ``register(subparsers)`` adds.
-
-    Args:
-        module: the module's import name.
-        commands: the top-level command names it registers (named here so they show even when it cannot load).
-    """
-
-    module: str
-    commands: tuple[str, ...]
-
-
-REGISTRY: tuple[CommandFamily, ...] = (
-    CommandFamily("prunegym.cli.model", ("stat", "eval", "train", "finetune")),
-    CommandFamily("prunegym.cli.workflow", ("ana", "prune", "transform", "iterate")),
-    CommandFamily("prunegym.cli.demo", ("demo",)),
-    CommandFamily("prunegym.cli.env", ("env",)),
-    CommandFamily("prunegym.cli.latency", ("latency",)),
-    CommandFamily("prunegym.cli.agent", ("agent",)),
-    CommandFamily("prunegym.cli.search", ("optuna", "compare")),
-    CommandFamily("prunegym.cli.replay", ("replay",)),
-    CommandFamily("prunegym.cli.deploy", ("deploy",)),
-)
-
-
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+_ALL = "*"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prunegym")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def build_parser(command: str | None = _ALL) -> argparse.ArgumentParser:
+    """The parser; ``command`` (a top-level command name) loads only that command's family and lists the others
+    from the registry, ``None`` loads none (``--help``, ``--version``), the default loads every family."""
     parser = argparse.ArgumentParser(
         prog="prunegym",
         description="Make trained CNNs smaller and faster for a real device, automatically.",
         formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"prunegym {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for family in REGISTRY:
+        if command != _ALL and command not in family.names:
+            for name, text in family.commands:  # listed, not loaded: never run in this process
+                sub.add_parser(name, help=text)
+            continue
         try:
             module = importlib.import_module(family.module)
         except ModuleNotFoundError as exc:
@@ -82,7 +76,7 @@ def _register_unavailable(sub: argparse._SubParsersAction, family: CommandFamily
     def unavailable(args: argparse.Namespace) -> int:
         raise UserError(f"`prunegym {args.command}` needs the package '{missing}', which is not installed; {hint}")
 
-    for name in family.commands:
+    for name in family.names:
         p = sub.add_parser(name, help=f"(unavailable here: needs {missing})")
         p.add_argument("args", nargs=argparse.REMAINDER, help="ignored")
         p.set_defaults(func=unavailable)
@@ -159,9 +153,15 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
         action.default = value
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The top-level command ``argv`` runs (its first non-option token, when that names one), if any."""
+    first = next((tok for tok in argv if not tok.startswith("-")), None)
+    return first if first is not None and family_of(first) is not None else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     try:
         _apply_config_file(parser, argv)
     except UserError as exc:

@@ -220,7 +220,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "stat",
-        help="per-layer MACs, params and output sizes, with totals",
         example="prunegym stat --model resnet56 --json",
     )
     p.add_argument("--model", required=True, help=TRAIN_HELP["model"])
@@ -233,7 +232,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "eval",
-        help="top-1/top-5 accuracy on a split (the test split by default)",
         example="prunegym eval --model resnet56 --weights ../shared/data/pretrained/resnet56-4bfd9763.th "
         "--data cifar10:../shared/data/cifar-10-batches-py --json",
     )
@@ -253,22 +251,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print {top1, top5, n} as JSON")
     p.set_defaults(func=cmd_eval)
 
-    for name, cls, text, example in (
+    for name, cls, example in (
         (
             "train",
             TrainConfig,
-            "train a model (SGD, cosine LR, warm-up, optional distillation)",
             "prunegym train --model smallcnn --data digits --epochs 20 --out runs/digits-smallcnn",
         ),
         (
             "finetune",
             FinetuneConfig,
-            "finetune trained or pruned weights (low LR; optional distillation)",
             "prunegym finetune --model resnet20 --weights ../shared/data/pretrained/resnet20-12fca82f.th "
             "--data cifar10:../shared/data/cifar-10-batches-py --epochs 1 --out runs/r20-ft",
         ),
     ):
-        p = add_command(sub, name, help=text, example=example)
+        p = add_command(sub, name, example=example)
         add_config_flags(p, cls, help=TRAIN_HELP)
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         p.set_defaults(func=lambda a, cls=cls, name=name: _run_training(a, cls, name))

@@ -44,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "replay",
-        help="replay a policy: finetune, transform, ONNX, INT8, verify, benchmark, bundle",
         example="prunegym replay --run runs/amc-r56 --epochs 30",
     )
     p.add_argument("step", nargs="?", default="all", choices=("all", *STEPS), help="run one step (and what it needs)")

@@ -239,7 +239,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "optuna",
-        help="Optuna baseline: search per-group pruning ratios (TPE, NSGA-II/III, multi-objective TPE)",
         example="prunegym optuna run --model smallcnn --data digits --val-size 300 --n-trials 50 --out runs/optuna-digits",
     )
     osub = p.add_subparsers(dest="optuna_command", metavar="ACTION")
@@ -276,7 +275,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = add_command(
         sub,
         "compare",
-        help="one table and one plot (best reward vs evaluations) across agent and Optuna runs",
         example="prunegym compare runs/ddpg-s0 runs/ddpg-s1 runs/optuna-s0 runs/optuna-s1 --plot compare.png",
     )
     c.add_argument("runs", nargs="+", help="run folders (each with episodes.jsonl)")

@@ -29,8 +29,15 @@ console = Console(stderr=True)
 stdout = Console()
 
 
-def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, example: str) -> argparse.ArgumentParser:
+def add_command(
+    sub: argparse._SubParsersAction, name: str, *, example: str, help: str | None = None
+) -> argparse.ArgumentParser:
+    """A (sub)command with ``--config``, ``--allow-import`` and an example; a top-level command's help comes from
+    :data:`~prunegym.cli.commands.REGISTRY`."""
+    from prunegym.cli.commands import command_help
     from prunegym.cli.main import HelpFormatter
+
+    help = help if help is not None else command_help(name)
 
     p = sub.add_parser(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=HelpFormatter

@@ -405,7 +405,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "ana",
-        help="sensitivity analysis: val top-1 of every prunable group at every ratio (resumable)",
         example=f"prunegym ana {R20} --val-size 1000 --out runs/r20-ana",
     )
     add_config_flags(p, AnaConfig, help=HELP)
@@ -415,7 +414,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "prune",
-        help="prune by --rate or --threshold with ratios from ana, --uniform, or --policy",
         example=f"prunegym prune {R20} --ana runs/r20-ana --rate 0.5 --out runs/r20-prune",
     )
     add_config_flags(p, PruneConfig, help=HELP)
@@ -425,7 +423,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "transform",
-        help="masked/sparse model (ours or torch.nn.utils.prune) → dense smaller model",
         example="prunegym transform --model runs/r20-masked/model.pt --out runs/r20-dense",
     )
     add_config_flags(p, TransformConfig, help=HELP)
@@ -435,7 +432,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "iterate",
-        help="DeePhi loop: prune to a growing rate, finetune, repeat (resumable)",
         example=f"prunegym iterate {R20} --uniform --rates 0.1,0.2,0.3 --epochs-per-round 2 --out runs/r20-iter",
     )
     add_config_flags(p, IterateConfig, help=HELP)

@@ -51,7 +51,7 @@ def _command_paths(parser) -> list[tuple[str, ...]]:
 def test_registry_names_every_command_its_modules_register() -> None:
     parser = build_parser()
     top = next(a for a in parser._actions if a.dest == "command")
-    declared = [name for family in REGISTRY for name in family.commands]
+    declared = [name for family in REGISTRY for name in family.names]
     assert sorted(top.choices) == sorted(declared)
     assert len(declared) == len(set(declared))
 
@@ -67,6 +67,22 @@ def test_every_registered_command_builds_its_help(capsys) -> None:
         out = capsys.readouterr().out
         assert out.startswith("usage: prunegym " + " ".join(path)), path
         assert "example:" in out, path
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["nosuchcommand"], ["--debug"]])
+def test_help_version_and_argument_errors_answer_without_importing_torch(argv: list[str]) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; t = time.perf_counter(); from prunegym.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', round(time.perf_counter() - t, 2), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert "NO-TORCH" in done.stderr, done.stderr[-500:]
+    if argv == ["--version"]:
+        assert done.stdout.startswith("prunegym ")
 
 
 def test_a_family_whose_dependency_is_missing_is_listed_and_says_what_to_install(monkeypatch, capsys) -> None:
