@@ -153,6 +153,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 run=str(winner),
                 out=str(run_dir / "replay"),
                 epochs=args.replay_epochs,
+                batch_size=64,  # ~1,150 training images: batch 64 and lr 0.02 give the student 360 steps
+                lr=0.02,
                 calib_images=256,
                 bench_threads=(1,),
                 bench_repeats=300,
@@ -192,5 +194,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--epochs", type=int, default=12, help="baseline training epochs")
     p.add_argument("--episodes", type=int, default=40, help="search budget of the agent and of the Optuna study")
-    p.add_argument("--replay-epochs", type=int, default=8, help="finetune epochs of the replay")
+    p.add_argument("--replay-epochs", type=int, default=20, help="finetune epochs of the replay")
     p.set_defaults(func=cmd_demo)
