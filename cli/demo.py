@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from prunegym.cli.util import add_command, progress_bar, stdout
+from prunegym.cli.util import add_command, positive_int, progress_bar, stdout
 from prunegym.core.data import load_data
 from prunegym.core.models import build_model
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, prepare_run_dir
@@ -192,7 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="prunegym demo",
     )
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--epochs", type=int, default=12, help="baseline training epochs")
-    p.add_argument("--episodes", type=int, default=40, help="search budget of the agent and of the Optuna study")
-    p.add_argument("--replay-epochs", type=int, default=20, help="finetune epochs of the replay")
+    p.add_argument("--epochs", type=positive_int, default=12, help="baseline training epochs")
+    p.add_argument(
+        "--episodes", type=positive_int, default=40, help="search budget of the agent and of the Optuna study"
+    )
+    p.add_argument("--replay-epochs", type=positive_int, default=20, help="finetune epochs of the replay")
     p.set_defaults(func=cmd_demo)

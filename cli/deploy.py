@@ -6,11 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from prunegym.cli.util import (
-    add_command,
-    print_json,
-    stdout,
-)
+from prunegym.cli.util import add_command, positive_int, positive_int_list, print_json, stdout
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +34,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         models = {"baseline": Path(args.baseline), **models}  # the reference of every ratio
     report = benchmark_models(
         models,
-        threads=tuple(int(t) for t in args.threads.split(",")),
+        threads=args.threads,
         batch_throughput=args.batch,
         repeats=args.repeats,
         rounds=args.rounds,
@@ -66,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("bundle", help="bundle folder")
     r.add_argument("images", nargs="+", help="image files")
-    r.add_argument("--top-k", type=int, default=3, help="classes to show")
-    r.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    r.add_argument("--top-k", type=positive_int, default=3, help="classes to show")
+    r.add_argument("--threads", type=positive_int, default=1, help="intra-op threads")
     r.add_argument("--fp32", action="store_true", help="use model.onnx instead of model.int8.onnx")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_run)
@@ -78,10 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="prunegym deploy bench BUNDLE --threads 1,2",
     )
     b.add_argument("bundle", help="bundle folder")
-    b.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    b.add_argument("--batch", type=int, default=64, help="throughput batch size")
-    b.add_argument("--repeats", type=int, default=50, help="timed batch-1 runs per model and thread count")
-    b.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    b.add_argument("--threads", type=positive_int_list, default=(1, 2), help="comma-separated thread counts")
+    b.add_argument("--batch", type=positive_int, default=64, help="throughput batch size")
+    b.add_argument("--repeats", type=positive_int, default=50, help="timed batch-1 runs per model and thread count")
+    b.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds")
     b.add_argument(
         "--baseline",
         metavar="ONNX",

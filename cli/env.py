@@ -12,6 +12,7 @@ from prunegym.cli.util import (
     add_command,
     add_config_flags,
     config_from_args,
+    positive_int,
     print_json,
     progress_bar,
     stdout,
@@ -92,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_flags(r, EnvSpec)
     r.add_argument("--agent", choices=("random", "uniform"), default="random", help="baseline agent")
-    r.add_argument("--episodes", type=int, default=20, help="episodes to run")
+    r.add_argument("--episodes", type=positive_int, default=20, help="episodes to run")
     r.add_argument("--json", action="store_true", help="print the episodes as JSON")
     r.set_defaults(func=cmd_rollout)
     p.set_defaults(func=lambda a: p.print_help() or 2)

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 
 from prunegym.cli.commands import REGISTRY, CommandFamily, family_of
@@ -25,6 +26,13 @@ __all__ = ["REGISTRY", "CommandFamily", "HelpFormatter", "build_parser", "main"]
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line on stderr naming the problem, exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 _ALL = "*"
@@ -42,7 +50,7 @@ def _version() -> str:
 def build_parser(command: str | None = _ALL) -> argparse.ArgumentParser:
     """The parser; ``command`` (a top-level command name) loads only that command's family and lists the others
     from the registry, ``None`` loads none (``--help``, ``--version``), the default loads every family."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prunegym",
         description="Make trained CNNs smaller and faster for a real device, automatically.",
         formatter_class=HelpFormatter,

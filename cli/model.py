@@ -15,6 +15,8 @@ from prunegym.cli.util import (
     add_config_flags,
     config_from_args,
     fmt_int,
+    nonnegative_int,
+    positive_int,
     print_json,
     progress_bar,
     stdout,
@@ -51,8 +53,8 @@ def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | 
             shape = tuple(int(v) for v in explicit.split(","))
         except ValueError:
             shape = ()
-        if len(shape) != 3:
-            raise UserError(f"--input-shape {explicit!r} must be C,H,W such as 3,32,32")
+        if len(shape) != 3 or not all(1 <= v <= 8192 for v in shape):
+            raise UserError(f"--input-shape {explicit!r} must be C,H,W of positive sizes such as 3,32,32")
         return shape
     if data is not None:
         return data.input_shape
@@ -73,7 +75,13 @@ def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | 
 def cmd_stat(args: argparse.Namespace) -> int:
     net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
     shape = resolve_input_shape(net, model_arg=args.model, data=splits, explicit=args.input_shape)
-    stats = model_stats(net, input_shape=shape)
+    try:
+        stats = model_stats(net, input_shape=shape)
+    except RuntimeError as exc:  # the model cannot run on that shape (too small, wrong channels)
+        first = str(exc).strip().splitlines()[0][:200]
+        raise UserError(
+            f"{args.model} cannot run on input {','.join(map(str, shape))}: {first}; check --input-shape"
+        ) from exc
     removed = [name for name, m in net.named_modules() if isinstance(m, RemovedBlock)]
     if args.json:
         print_json({"model": args.model, "input_shape": list(shape), "removed_blocks": removed, **stats.to_dict()})
@@ -239,11 +247,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="weights to load")
     p.add_argument("--data", required=True, help=TRAIN_HELP["data"])
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
-    p.add_argument("--batch-size", type=int, default=500, help="images per batch")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="images per batch")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     p.add_argument(
         "--bn-recalib",
-        type=int,
+        type=nonnegative_int,
         default=0,
         metavar="N",
         help="re-estimate BatchNorm statistics on N training images first",

@@ -11,7 +11,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prunegym.cli.util import add_command, add_config_flags, console, print_json, progress_bar, stdout
+from prunegym.cli.util import (
+    add_command,
+    add_config_flags,
+    any_float,
+    console,
+    positive_float,
+    print_json,
+    progress_bar,
+    stdout,
+)
 from prunegym.core.config import config_to_dict, read_config_file, resolve_config
 from prunegym.core.policy import Policy
 from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, WRITTEN_KEYS, prepare_run_dir, refuse_existing_run
@@ -264,9 +273,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("run", help="run folder of `prunegym optuna run`")
     b.add_argument("--storage", help="storage URL, when the run folder's hides its password or moved")
-    b.add_argument("--max-latency", type=float, metavar="MS", help="largest acceptable latency (ms)")
-    b.add_argument("--max-macs", type=float, metavar="RATIO", help="largest acceptable MACs ratio")
-    b.add_argument("--min-accuracy", type=float, metavar="PCT", help="lowest acceptable val top-1 accuracy (%%)")
+    b.add_argument("--max-latency", type=positive_float, metavar="MS", help="largest acceptable latency (ms)")
+    b.add_argument("--max-macs", type=positive_float, metavar="RATIO", help="largest acceptable MACs ratio")
+    b.add_argument("--min-accuracy", type=any_float, metavar="PCT", help="lowest acceptable val top-1 accuracy (%%)")
     b.add_argument("--out", help="policy YAML to write (default RUN/selected_policy.yaml)")
     b.add_argument("--json", action="store_true", help="print the choice as JSON")
     b.set_defaults(func=cmd_best)

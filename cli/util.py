@@ -29,6 +29,36 @@ console = Console(stderr=True)
 stdout = Console()
 
 
+def _number(kind: type, minimum: float | None, what: str) -> Any:
+    """An argparse ``type`` that parses ``kind`` and refuses values below ``minimum`` (its name in the error)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+nonnegative_int = _number(int, 0, "a non-negative integer")
+positive_float = _number(float, 1e-300, "a positive number")
+any_float = _number(float, None, "a number")
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """An argparse ``type``: comma-separated positive integers (``1,2,4``)."""
+    parts = [t.strip() for t in text.split(",")]
+    if not parts or any(not t.isdigit() or int(t) < 1 for t in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers (e.g. 1,2)")
+    return tuple(int(t) for t in parts)
+
+
 def add_command(
     sub: argparse._SubParsersAction, name: str, *, example: str, help: str | None = None
 ) -> argparse.ArgumentParser:
@@ -80,7 +110,7 @@ def add_config_flags(
         elif typing.get_origin(ann) is tuple:
             parser.add_argument(flag, type=str, default=argparse.SUPPRESS, help=text + " (comma-separated)")
         else:
-            kind = ann if ann in (int, float) else str
+            kind = {int: _number(int, None, "an integer"), float: any_float}.get(ann, str)
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
 
 

@@ -1,0 +1,91 @@
+"""Every bad input gets one line on stderr and exit code 2: a walk over every command's typed options, and a
+table of values that parse but mean nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from prunegym.cli.main import build_parser, main
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    out = []
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs and prefix:
+        out.append((prefix, parser))
+    for action in subs:
+        for name, sub in action.choices.items():
+            out.extend(_leaves(sub, (*prefix, name)))
+    return out
+
+
+def _one_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own errors exit
+        code = stop.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, code, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, (argv, err)
+    return lines[0]
+
+
+def _typed_options() -> list[tuple[tuple[str, ...], str, str]]:
+    """(command path, flag, bad value) for every option that takes a number or one of fixed choices."""
+    cases = []
+    for path, parser in _leaves(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.dest in ("help", "config", "allow_import"):
+                continue
+            flag = action.option_strings[-1]
+            if action.choices:
+                cases.append((path, flag, "not-a-choice"))
+            elif action.type is not None and getattr(action.type, "__name__", "") != "str":
+                cases.append((path, flag, "abc"))
+    return cases
+
+
+CASES = _typed_options()
+
+
+def test_the_walk_covers_every_command() -> None:
+    paths = {path for path, _, _ in CASES}
+    assert {("eval",), ("agent", "train"), ("latency", "build"), ("deploy", "bench"), ("optuna", "run")} <= paths
+    assert len(CASES) >= 100
+
+
+@pytest.mark.parametrize(("path", "flag", "value"), CASES, ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_a_typed_option_with_a_bad_value_is_one_line_and_exit_2(
+    path: tuple[str, ...], flag: str, value: str, capsys: pytest.CaptureFixture
+) -> None:
+    line = _one_line(capsys, [*path, flag, value])
+    assert flag in line or "argument" in line, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["eval", "--model", "smallcnn", "--data", "digits", "--limit", "0"], "--limit: 0 is not a positive integer"),
+        (["eval", "--model", "smallcnn", "--data", "digits", "--batch-size", "0"], "--batch-size: 0 is not"),
+        (["eval", "--model", "smallcnn", "--data", "digits", "--bn-recalib", "-5"], "--bn-recalib: -5 is not"),
+        (["deploy", "bench", "B", "--threads", "abc"], "--threads: 'abc' is not a comma-separated"),
+        (["deploy", "bench", "B", "--threads", "0"], "--threads: '0' is not"),
+        (["deploy", "run", "B", "x.png", "--threads", "0"], "--threads: 0 is not a positive integer"),
+        (["deploy", "run", "B", "x.png", "--top-k", "-1"], "--top-k: -1 is not"),
+        (["env", "rollout", "--model", "smallcnn", "--data", "digits", "--episodes", "0"], "--episodes: 0"),
+        (["demo", "--epochs", "0"], "--epochs: 0 is not a positive integer"),
+        (["stat", "--model", "resnet20", "--input-shape", "3,0,32"], "must be C,H,W of positive sizes"),
+        (["stat", "--model", "resnet20", "--input-shape", "3,2,32"], "cannot run on input 3,2,32"),
+        (["stat"], "required: --model"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_values_that_parse_but_mean_nothing_are_one_line_and_exit_2(
+    argv: list[str], pattern: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert pattern in _one_line(capsys, argv)
