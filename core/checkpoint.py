@@ -31,16 +31,27 @@ CHECKPOINT_FORMAT = "prunegym.checkpoint/1"
 MODEL_FORMAT = "prunegym.model/1"
 
 
+def checkpoint_file(path: Path | str) -> Path:
+    """The file a ``--model``/``--weights`` path means: itself, or in a run folder the model it made (replay,
+    prune), else a training run's best, else its last (a folder without any of them: itself).
+
+    Raises:
+        CheckpointError: a run folder holding none of them.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = [path / f for f in (MODEL_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT) if (path / f).is_file()]
+    if not found:
+        raise CheckpointError(
+            f"run folder {path} holds no {MODEL_FILE}, {BEST_CHECKPOINT} or {LAST_CHECKPOINT}; pass a model file"
+        )
+    return found[0]
+
+
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` onto the CPU, with one-line errors for the usual failures."""
-    path = Path(path)
-    if path.is_dir():  # a run folder: the model it made (replay, prune), else a training run's best, else its last
-        found = [path / f for f in (MODEL_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT) if (path / f).is_file()]
-        if not found:
-            raise CheckpointError(
-                f"run folder {path} holds no {MODEL_FILE}, {BEST_CHECKPOINT} or {LAST_CHECKPOINT}; pass a model file"
-            )
-        path = found[0]
+    path = checkpoint_file(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; check the path (--weights / --model)")
     try:

@@ -27,10 +27,12 @@ with each variant ``{"top1": %, "top5": %, "params": int, "macs": int, "size_mb"
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,10 +146,26 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``; an existing ``target`` is set aside first and restored if that fails."""
+    """Rename ``new`` to ``target``. An existing ``target`` is exchanged with ``new`` atomically where the system
+    can (so a reader always finds a complete bundle), else set aside first and restored if the rename fails."""
     if not target.exists():
         os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new)  # now the old bundle
         return
     holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
     os.replace(target, holder / target.name)
@@ -167,9 +185,13 @@ def write_bundle(
     preprocessing: Mapping[str, Any],
     labels: Sequence[str],
     report: Mapping[str, Any],
+    extras: Mapping[str, Path | str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write the bundle folder ``out_dir`` atomically and return its path. See the module docstring."""
+    """Write the bundle folder ``out_dir`` atomically and return its path. See the module docstring.
+
+    ``extras`` (name inside the bundle → file, e.g. ``plots/x.png``) are copied in before the swap.
+    """
     out_dir = Path(out_dir)
     for path in (Path(fp32_onnx), Path(int8_onnx)):
         if not path.is_file():
@@ -193,6 +215,12 @@ def write_bundle(
         _write_text(tmp / LABELS_FILE, "\n".join(names) + "\n")
         _write_text(tmp / REPORT_JSON, report_json + "\n")
         _write_text(tmp / REPORT_MD, render_report(report))
+        for name, src in (extras or {}).items():
+            dest = tmp / name
+            if dest.resolve().parent != tmp.resolve() / Path(name).parent:
+                raise UserError(f"bundle extra {name!r} would land outside the bundle")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         _swap_in(tmp, out_dir)
     except BaseException:

@@ -1,6 +1,9 @@
 """Replay a searched policy into a deployable model.
 
-Steps, each resumable (skipped when its output exists) and runnable alone (``prunegym replay STEP``):
+Steps, each resumable and runnable alone (``prunegym replay STEP``). A step is skipped only when its outputs
+exist *and* were made from the same settings and inputs (:mod:`prunegym.core.stamps`, ``steps.json``): rerun
+with other finetune settings and the finetune restarts (the old one is kept as ``finetune.previous``), and every
+step after it is redone, the bundle included.
 
 1. ``prune``     apply the policy to the full model (channels selected by the policy's criterion) → pruned.pt
 2. ``finetune``  full finetune (cosine LR, distillation from the unpruned model, best epoch by val accuracy)
@@ -19,8 +22,9 @@ Steps, each resumable (skipped when its output exists) and runnable alone (``pru
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +49,12 @@ from prunegym.core.run_folder import (
     read_run_config,
     write_run_config,
 )
+from prunegym.core.stamps import StepStamps
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
 from prunegym.deploy.bundle import speed_words
 from prunegym.deploy.replay_config import STEPS, ReplayConfig
+from prunegym.deploy.replay_stamps import clean_leftovers, step_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +71,27 @@ class Replay:
     data: DataSplits
     base: torch.nn.Module
     progress: Callable[[str, int, int, dict[str, float]], None] | None = None  # finetune steps, for a CLI bar
+    stamps: StepStamps | None = None
+    _settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return input_norm(self.base, mean=self.data.mean, std=self.data.std)
+
+    def settings(self, step: str) -> dict[str, Any]:
+        """What ``step``'s outputs depend on: its own options and the stamps of the steps it reads."""
+        if step not in self._settings:
+            self._settings[step] = step_settings(self, step)
+        return self._settings[step]
+
+    def fresh(self, step: str, *outputs: Path) -> bool:
+        """Whether ``step``'s outputs exist and were made from its current settings."""
+        return self.stamps is not None and self.stamps.fresh(step, self.settings(step), outputs)
+
+    def done(self, step: str) -> None:
+        """Record that ``step``'s outputs were just made from its current settings."""
+        if self.stamps is not None:
+            self.stamps.record(step, self.settings(step))
 
 
 def resolve(config: ReplayConfig) -> Replay:
@@ -106,7 +129,7 @@ def resolve(config: ReplayConfig) -> Replay:
 
 def step_prune(r: Replay) -> Path:
     path = r.out / "pruned.pt"
-    if path.exists():
+    if r.fresh("prune", path):
         return path
     criterion = r.config.criterion or r.policy.criterion
     mean, std = r.mean_std
@@ -120,6 +143,7 @@ def step_prune(r: Replay) -> Path:
         )
     pruned = apply_policy(r.base, r.policy, input_shape=r.data.input_shape, criterion=criterion, calib=calib)
     save_model(path, model=pruned, policy=pruned.prunegym_policy)
+    r.done("prune")
     log.info("pruned with %s: %s", criterion, path)
     return path
 
@@ -127,10 +151,17 @@ def step_prune(r: Replay) -> Path:
 def step_finetune(r: Replay) -> Path:
     run_dir = r.out / "finetune"
     best = run_dir / BEST_CHECKPOINT
+    pruned_path = step_prune(r)
+    if run_dir.exists() and not r.fresh("finetune", run_dir):  # another schedule or model: start over
+        previous = r.out / "finetune.previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        run_dir.rename(previous)
+        log.warning("the finetune restarts from epoch 1; the previous one is kept in %s", previous)
     last = read_checkpoint(run_dir / LAST_CHECKPOINT) if (run_dir / LAST_CHECKPOINT).exists() else None
     if best.exists() and last is not None and int(last["epoch"]) + 1 >= r.config.epochs:
         return best
-    pruned_path = step_prune(r)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    r.done("finetune")  # the folder is being made from these settings (a kill resumes it)
     model = load_model(str(pruned_path))
     c = r.config
     cfg = TrainConfig(
@@ -168,7 +199,7 @@ def step_finetune(r: Replay) -> Path:
 
 def step_transform(r: Replay) -> Path:
     path = r.out / MODEL_FILE
-    if path.exists():
+    if r.fresh("transform", path):
         return path
     best = step_finetune(r)
     ckpt = read_checkpoint(best)
@@ -181,6 +212,7 @@ def step_transform(r: Replay) -> Path:
     if diff > 1e-5:
         raise RuntimeError(f"rebuilt model differs from the finetuned one by {diff:.3g}")
     log.info("dense model %s rebuilt from policy + state_dict (max abs diff %.2g)", path, diff)
+    r.done("transform")
     return path
 
 
@@ -188,11 +220,12 @@ def step_export(r: Replay) -> dict[str, Path]:
     from prunegym.core.onnx_export import export_onnx
 
     paths = {"baseline": r.out / "onnx" / "baseline.onnx", "pruned": r.out / "onnx" / "model.onnx"}
-    if not paths["baseline"].exists():
-        export_onnx(r.base, paths["baseline"], input_shape=r.data.input_shape, opset=17, dynamic_batch=True)
-    if not paths["pruned"].exists():
-        model = load_model(str(step_transform(r))).eval()
-        export_onnx(model, paths["pruned"], input_shape=r.data.input_shape, opset=17, dynamic_batch=True)
+    if r.fresh("export", *paths.values()):
+        return paths
+    export_onnx(r.base, paths["baseline"], input_shape=r.data.input_shape, opset=17, dynamic_batch=True)
+    model = load_model(str(step_transform(r))).eval()
+    export_onnx(model, paths["pruned"], input_shape=r.data.input_shape, opset=17, dynamic_batch=True)
+    r.done("export")
     return paths
 
 
@@ -208,7 +241,7 @@ def step_quantize(r: Replay) -> Path:
     from prunegym.deploy.quantize import quantize_int8
 
     path = r.out / "onnx" / "model.int8.onnx"
-    if path.exists():
+    if r.fresh("quantize", path):
         return path
     fp32 = step_export(r)["pruned"]
     result = quantize_int8(
@@ -220,6 +253,7 @@ def step_quantize(r: Replay) -> Path:
         reduce_range=r.config.reduce_range,
     )
     write_json(r.out / "onnx" / "quantize.json", result.to_dict())
+    r.done("quantize")
     return path
 
 
@@ -227,7 +261,7 @@ def step_verify(r: Replay) -> dict[str, Any]:
     from prunegym.deploy.runtime import agreement, evaluate_onnx
 
     path = r.out / "verify.json"
-    if path.exists():
+    if r.fresh("verify", path):
         return yaml.safe_load(path.read_text())
     onnx = {**step_export(r), "pruned+int8": step_quantize(r)}
     mean, std = r.mean_std
@@ -249,6 +283,7 @@ def step_verify(r: Replay) -> dict[str, Any]:
         agree = agreement(p, logits.numpy(), xs, mean=mean, std=std, threads=2) if name != "baseline" else None
         out[name] = {**res.to_dict(), "agreement_with_pytorch": None if agree is None else agree.to_dict()}
     write_json(path, out)
+    r.done("verify")
     return out
 
 
@@ -256,7 +291,7 @@ def step_bench(r: Replay) -> dict[str, Any]:
     from prunegym.deploy.benchmark import benchmark_models
 
     path = r.out / "bench.json"
-    if path.exists():
+    if r.fresh("bench", path):
         return yaml.safe_load(path.read_text())
     onnx = {**step_export(r), "pruned+int8": step_quantize(r)}
     report = benchmark_models(
@@ -268,6 +303,7 @@ def step_bench(r: Replay) -> dict[str, Any]:
         rounds=r.config.bench_rounds,
     )
     write_json(path, report.to_dict())
+    r.done("bench")
     return report.to_dict()
 
 
@@ -343,7 +379,7 @@ def step_bundle(r: Replay) -> Path:
     from prunegym.deploy.plots import plot_bench, plot_channels
 
     bundle = r.out / "bundle"
-    if bundle.exists():
+    if r.fresh("bundle", bundle):
         return bundle
     report = build_report(r)
     onnx = {**step_export(r), "pruned+int8": step_quantize(r)}
@@ -354,6 +390,11 @@ def step_bundle(r: Replay) -> Path:
         "mean": list(mean),
         "std": list(std),
     }
+    plots = r.out / "plots"  # drawn first, so that the bundle is complete the moment it appears
+    plots.mkdir(exist_ok=True)
+    plot_bench(report["benchmark"], plots / "latency_fps_vs_threads.png")
+    model = load_model(str(step_transform(r)))
+    plot_channels(base=r.base, pruned=model, input_shape=r.data.input_shape, out=plots / "channels.png")
     write_bundle(
         bundle,
         fp32_onnx=onnx["pruned"],
@@ -361,12 +402,10 @@ def step_bundle(r: Replay) -> Path:
         preprocessing=pre,
         labels=list(r.data.class_names),
         report=report,
+        extras={f"plots/{f.name}": f for f in sorted(plots.glob("*.png"))},
+        overwrite=True,  # a stale bundle of this replay is replaced in one swap
     )
-    plots = bundle / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_bench(report["benchmark"], plots / "latency_fps_vs_threads.png")
-    model = load_model(str(step_transform(r)))
-    plot_channels(base=r.base, pruned=model, input_shape=r.data.input_shape, out=plots / "channels.png")
+    r.done("bundle")
     return bundle
 
 
@@ -388,7 +427,8 @@ def run_replay(
     steps: tuple[str, ...] = STEPS,
     progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
 ) -> tuple[Replay, dict[str, Any]]:
-    """Run ``steps`` (each pulls in the steps it needs; finished ones are skipped).
+    """Run ``steps`` (each pulls in the steps it needs; finished ones whose settings and inputs did not change
+    are skipped).
 
     ``progress(phase, done, total, metrics)`` follows the finetune, the one long step.
     """
@@ -398,6 +438,8 @@ def run_replay(
     r = resolve(config)
     r.progress = progress
     r.out.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(r.out)
+    r.stamps = StepStamps(r.out)
     write_run_config(r.out, command="replay", config=config)
     results = {s: STEP_FUNCS[s](r) for s in steps}
     return r, results

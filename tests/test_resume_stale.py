@@ -1,0 +1,94 @@
+"""Resume never serves stale results: a replay rerun with other settings redoes what they change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prunegym.cli.main import main
+from prunegym.core.io import read_jsonl
+from prunegym.deploy.bundle import write_bundle
+
+FAST = [
+    "--max-steps-per-epoch",
+    "4",
+    "--calib-images",
+    "32",
+    "--bench-threads",
+    "1",
+    "--bench-repeats",
+    "3",
+    "--bench-rounds",
+    "1",
+    "--bench-batch",
+    "8",
+]
+
+
+def _replay(run: Path, out: Path, *extra: str) -> int:
+    return main(["replay", "--run", str(run), "--out", str(out), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def search_run(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("search") / "rand"
+    args = ["agent", "train", "--model", str(digits_model), "--data", "digits", "--val-size", "200"]
+    args += ["--bn-recalib-images", "100", "--agent", "random", "--episodes", "3", "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
+def test_a_replay_rerun_with_another_schedule_redoes_the_finetune_and_everything_after_it(
+    search_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "replay"
+    assert _replay(search_run, out, "--epochs", "1") == 0
+    report = json.loads((out / "bundle" / "report.json").read_text())
+    assert report["finetune"]["epochs"] == 1
+    stamps = json.loads((out / "steps.json").read_text())
+    assert stamps["finetune"]["settings"]["epochs"] == 1
+
+    # the same settings again: nothing is redone
+    before = {p: p.stat().st_mtime_ns for p in (out / "pruned.pt", out / "model.pt", out / "bundle" / "report.json")}
+    (out / ".model.pt.x1y2.tmp").write_text("half-written by a killed run")
+    assert _replay(search_run, out, "--epochs", "1") == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert not (out / ".model.pt.x1y2.tmp").exists()  # leftovers are cleaned on resume
+
+    # another schedule: the finetune restarts (the old one kept), transform … bundle follow
+    caplog.clear()
+    assert _replay(search_run, out, "--epochs", "2", "--lr", "0.05") == 0
+    assert "redoing replay step finetune" in caplog.text and "epochs 1 → 2" in caplog.text
+    assert [m["epoch"] for m in read_jsonl(out / "finetune" / "metrics.jsonl")] == [0, 1]
+    assert (out / "finetune.previous").is_dir()
+    report = json.loads((out / "bundle" / "report.json").read_text())
+    assert report["finetune"]["epochs"] == 2
+    assert (out / "pruned.pt").stat().st_mtime_ns == before[out / "pruned.pt"]  # the policy did not change
+    assert (out / "model.pt").stat().st_mtime_ns != before[out / "model.pt"]
+
+    # another benchmark setting: only bench and bundle are redone
+    model_time = (out / "model.pt").stat().st_mtime_ns
+    caplog.clear()
+    assert _replay(search_run, out, "--epochs", "2", "--lr", "0.05", "--bench-repeats", "4") == 0
+    assert "redoing replay step bench" in caplog.text and "redoing replay step finetune" not in caplog.text
+    assert (out / "model.pt").stat().st_mtime_ns == model_time
+    assert json.loads((out / "steps.json").read_text())["bench"]["settings"]["bench_repeats"] == 4
+
+
+def test_rewriting_a_bundle_swaps_it_whole(tmp_path: Path) -> None:
+    fp32, int8 = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    fp32.write_bytes(b"fp32")
+    int8.write_bytes(b"int8")
+    extra = tmp_path / "p.png"
+    extra.write_bytes(b"\x89PNG")
+    pre = {"channels": 1, "input_size": [8, 8], "mean": [0.5], "std": [0.25]}
+    kw = {"fp32_onnx": fp32, "int8_onnx": int8, "preprocessing": pre}
+    out = tmp_path / "bundle"
+    write_bundle(out, labels=["a", "b"], report={"v": 1}, extras={"plots/p.png": extra}, **kw)
+    write_bundle(out, labels=["a", "b"], report={"v": 2}, overwrite=True, **kw)
+    assert json.loads((out / "report.json").read_text()) == {"v": 2} and not (out / "plots").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left behind
+    with pytest.raises(Exception, match="outside the bundle"):
+        write_bundle(out, labels=["a"], report={}, extras={"../escape.png": extra}, overwrite=True, **kw)
