@@ -43,8 +43,23 @@ def load_model_and_data(
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
     net = load_model(model, weights=weights, **kwargs)
     if splits is not None:
+        trained_on = _trained_input_shape(model)
+        if trained_on is not None and tuple(trained_on) != tuple(splits.input_shape):
+            shape = "×".join(map(str, trained_on))
+            raise UserError(
+                f"{model} was trained on {shape} images but --data {data} gives "
+                f"{'×'.join(map(str, splits.input_shape))}; pass the data it was trained on (e.g. a ?size= option)"
+            )
         check_model_fits_data(net, input_shape=splits.input_shape, num_classes=splits.num_classes, data_name=data)
     return net, splits
+
+
+def _trained_input_shape(model: str) -> tuple[int, ...] | None:
+    """The input shape a saved model records (training checkpoints and replayed models do), else None."""
+    if not (Path(model).is_dir() or model.endswith((".pt", ".pth"))) or not Path(model).exists():
+        return None
+    saved = read_checkpoint(model).get("input_shape")
+    return tuple(int(v) for v in saved) if isinstance(saved, (list, tuple)) and len(saved) == 3 else None
 
 
 def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | None, explicit: str | None) -> tuple:

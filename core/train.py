@@ -7,6 +7,7 @@ The loop reads top to bottom (nanoGPT-style): pure helpers (:func:`get_lr`, :fun
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -25,11 +26,30 @@ from prunegym.core.data import DataSplits, iterate_batches, normalize, num_batch
 from prunegym.core.device import DEVICE_HELP, resolve_device
 from prunegym.core.errors import CheckpointError, UserError
 from prunegym.core.evaluate import EvalResult, evaluate, input_norm
-from prunegym.core.io import append_jsonl, atomic_torch_save
+from prunegym.core.io import append_jsonl, atomic_torch_save, atomic_write_text
 from prunegym.core.models import model_info
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 
 log = logging.getLogger(__name__)
+
+# what a resumed run must share with the run it continues (the LR schedule and the data it sees)
+SCHEDULE_KEYS = (
+    "epochs",
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "warmup_epochs",
+    "min_lr",
+    "momentum",
+    "label_smoothing",
+    "augment",
+    "val_size",
+    "kd_alpha",
+    "kd_temperature",
+    "seed",
+    "max_steps_per_epoch",
+    "data",
+)
 
 LAST = LAST_CHECKPOINT
 BEST = BEST_CHECKPOINT
@@ -202,14 +222,27 @@ def train(
 
     start_epoch, step = 0, 0
     best: dict[str, Any] = {"epoch": -1, "metric": -1.0, "val": None}
+    history: list[dict[str, Any]] = []
     last_path = run_dir / LAST
     if resume and last_path.exists():
         ckpt = read_checkpoint(last_path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{last_path} is not a prunegym training checkpoint; remove it or pick another --out")
+        saved = ckpt.get("config") or {}
+        now = config_to_dict(config)
+        changed = [k for k in SCHEDULE_KEYS if k in saved and saved[k] != now.get(k)]
+        if changed:
+            was = ", ".join(f"{k} {saved[k]!r} → {now.get(k)!r}" for k in changed)
+            raise CheckpointError(
+                f"{run_dir} was trained with another schedule ({was}); resume with the same settings, "
+                "or train into a new --out"
+            )
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, best = int(ckpt["epoch"]) + 1, int(ckpt["step"]), dict(ckpt["best"])
+        history = list(ckpt.get("history") or [])
+        # the metrics file holds exactly the checkpoint's epochs: a kill between the two writes loses nothing
+        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
         log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch, step)
     if start_epoch >= config.epochs:
         log.info("%s already finished %d epochs", run_dir, config.epochs)
@@ -294,6 +327,14 @@ def train(
             is_best = metric > best["metric"]
             if is_best:
                 best = {"epoch": epoch, "metric": metric, "val": val.to_dict()}
+            record = {
+                "epoch": epoch,
+                "step": step,
+                "train_loss": running / max(seen, 1),
+                **{f"val_{k}": v for k, v in val.to_dict().items()},
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            history.append(record)
             payload = _checkpoint_payload(
                 model=model,
                 optimizer=optimizer,
@@ -302,21 +343,12 @@ def train(
                 best=best,
                 config=config,
                 policy=policy,
-                extra=extra,
+                extra={**(extra or {}), "history": history, "input_shape": list(data.input_shape)},
             )
             if is_best:
                 atomic_torch_save(run_dir / BEST, payload)
             atomic_torch_save(last_path, payload)  # last, so a crash between the two never loses the best
-            append_jsonl(
-                run_dir / METRICS_FILE,
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": running / max(seen, 1),
-                    **{f"val_{k}": v for k, v in val.to_dict().items()},
-                    "seconds": round(time.perf_counter() - t0, 2),
-                },
-            )
+            append_jsonl(run_dir / METRICS_FILE, record)  # after the checkpoint; a resume rewrites it from history
             log.info(
                 "epoch %d: train loss %.4f, val top1 %.2f%% (best %.2f%% at epoch %d)",
                 epoch + 1,

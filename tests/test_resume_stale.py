@@ -92,3 +92,33 @@ def test_rewriting_a_bundle_swaps_it_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left behind
     with pytest.raises(Exception, match="outside the bundle"):
         write_bundle(out, labels=["a"], report={}, extras={"../escape.png": extra}, overwrite=True, **kw)
+
+
+def _train(out: Path, *extra: str) -> int:
+    args = ["train", "--model", "smallcnn", "--data", "digits", "--batch-size", "64", "--max-steps-per-epoch", "3"]
+    return main([*args, "--out", str(out), *extra])
+
+
+def test_a_killed_training_keeps_every_metrics_line_and_a_changed_schedule_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "t"
+    assert _train(out, "--epochs", "2") == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    # a kill after the checkpoint of epoch 2 but before its metrics line: the line comes back on resume
+    (out / "metrics.jsonl").write_text(lines[0] + "\n")
+    assert _train(out, "--epochs", "3", "--resume") == 2  # another schedule: refused, in one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "epochs 2 → 3" in err, err
+    assert _train(out, "--epochs", "2", "--resume") == 0
+    assert (out / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_a_model_trained_on_another_input_size_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "t"
+    assert _train(out, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out), "--data", "digits?size=16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on 1×8×8 images but --data digits?size=16 gives 1×16×16" in err, err
