@@ -139,3 +139,13 @@ def test_a_tampered_or_corrupt_agent_checkpoint_is_a_one_line_error(
     assert _search(digits_model, out, "--episodes", "6", "--resume") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot restore the agent" in err, err
+
+
+def test_a_policy_made_for_another_zoo_model_is_refused() -> None:
+    from prunegym.core.policy import Policy, PolicyError
+    from prunegym.core.pruning import apply_policy
+
+    policy = Policy(ratios={"layer1.0.conv1": 0.5}, model="resnet20")
+    with pytest.raises(PolicyError, match="made for resnet20, this model is resnet32"):
+        apply_policy(build_model("resnet32"), policy, input_shape=(3, 32, 32))  # the group names exist in both
+    assert apply_policy(build_model("resnet20"), policy, input_shape=(3, 32, 32)) is not None

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from prunegym.core.models import model_info
+from prunegym.core.models import ZOO, model_info
 from prunegym.core.policy import Policy, PolicyError
 from prunegym.core.pruning.depth import inside, remove_blocks
 from prunegym.core.pruning.groups import kept_channels
@@ -48,6 +48,19 @@ def _check_policy(traced: Traced, policy: Policy) -> None:
         if key in traced.skipped and policy.ratio(key) > 0:
             raise PolicyError(f"policy prunes group '{key}', which is not prunable ({traced.skipped[key]}); drop it")
     policy.validate([*traced.candidates, *traced.skipped])
+
+
+def _check_model(policy: Policy, model: nn.Module) -> None:
+    """Raise :class:`PolicyError` when the policy names a zoo model other than ``model``'s (ResNet-20 and -32
+    share group names, so the names alone would not tell)."""
+    info = model_info(model)
+    made_for = (policy.model or "").lower()
+    this = (info.name if info is not None else "").lower()
+    if made_for in ZOO and this in ZOO and made_for != this:
+        raise PolicyError(
+            f"the policy was made for {made_for}, this model is {this}; search a policy for this model "
+            "(or edit the policy's model: field if you mean it)"
+        )
 
 
 def _needs_stream_rewrite(net: nn.Module, input_shape: tuple[int, int, int], policy: Policy) -> bool:
@@ -200,6 +213,7 @@ def apply_policy(
         ``round_to``, ``criterion`` and ``input_shape``) to pass to ``checkpoint.save_model(policy=...)``.
     """
     pol = as_policy(policy)
+    _check_model(pol, model)
     rt = pol.round_to if round_to is None else int(round_to)
     net = copy_model(model)
     prune_in_place(
