@@ -111,8 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         agent_sub,
         "train",
         help="search per-group pruning ratios with an RL agent (or random search)",
-        example="prunegym agent train --model smallcnn --weights runs/demo/baseline/best.pt "
-        "--data digits --episodes 40 --warmup-episodes 10 --out runs/amc-digits",
+        example="prunegym agent train --model runs/demo/baseline --data 'digits?size=32' --val-size 280 "
+        "--episodes 40 --warmup-episodes 10 --out runs/amc-digits   # after prunegym demo",
     )
     add_config_flags(t, AgentTrainConfig)
     t.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")

@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "env",
-        example="prunegym env rollout --agent random --episodes 20 --model smallcnn --data digits",
+        example="prunegym env rollout --agent random --episodes 20 --model smallcnn --data digits --val-size 280",
     )
     env_sub = p.add_subparsers(dest="env_command", metavar="ACTION")
     r = add_command(

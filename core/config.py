@@ -96,8 +96,17 @@ _ARGS_LINE = re.compile(r"^(\s*)(\w+)(?: \([^)]*\))?: (.*)$")
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Per-field help texts from the ``Args:`` section of ``cls``'s Google-style docstring."""
-    doc = inspect.cleandoc(cls.__doc__ or "")
+    """Per-field help texts from the ``Args:`` sections of the Google-style docstrings of ``cls`` and its bases
+    (a subclass that only changes defaults inherits its base's texts)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            out.update(_own_field_help(klass))
+    return out
+
+
+def _own_field_help(cls: type) -> dict[str, str]:
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
     lines = doc.splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() in ("Args:", "Attributes:"))

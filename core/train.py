@@ -57,7 +57,34 @@ BEST = BEST_CHECKPOINT
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Options of ``prunegym train`` / ``prunegym finetune`` (every field is a CLI flag and a config key)."""
+    """Options of ``prunegym train`` / ``prunegym finetune`` (every field is a CLI flag and a config key).
+
+    Args:
+        model: the model to train (zoo name, factory, or a saved prunegym model).
+        data: data spec (cifar10:DIR, digits, ...).
+        out: run folder (config.yaml, last.pt, best.pt, tb/, metrics.jsonl).
+        weights: initial weights (state_dict or checkpoint).
+        epochs: training epochs.
+        batch_size: images per SGD step.
+        lr: peak learning rate of the cosine schedule.
+        min_lr: learning rate at the end of the cosine schedule.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: SGD weight decay.
+        warmup_epochs: linear learning-rate warm-up, in epochs (fractions allowed).
+        label_smoothing: label smoothing of the cross-entropy term.
+        augment: none, crop or crop+flip (empty: the dataset's default).
+        teacher: model to distill from (zoo name or saved prunegym model; empty: no distillation).
+        teacher_weights: the teacher's weights.
+        kd_alpha: weight of the distillation term (1 - kd_alpha weighs the labels).
+        kd_temperature: distillation temperature.
+        val_size: val images carved from the training set (empty: the dataset's default).
+        acc_name: top1 or top5: the accuracy that selects the best checkpoint.
+        seed: seeds the val split, the data order and the initialization.
+        max_steps_per_epoch: cap on steps per epoch (quick runs).
+        eval_test: evaluate the best checkpoint on the test split at the end.
+        device: where to train: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.
+    """
 
     model: str
     data: str

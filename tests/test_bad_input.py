@@ -89,3 +89,15 @@ def test_values_that_parse_but_mean_nothing_are_one_line_and_exit_2(
     argv: list[str], pattern: str, capsys: pytest.CaptureFixture
 ) -> None:
     assert pattern in _one_line(capsys, argv)
+
+
+def test_every_option_of_every_command_has_a_help_text() -> None:
+    missing = []
+    for path, parser in _leaves(build_parser()):
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            text = (action.help or "").strip()
+            if not text or text == argparse.SUPPRESS or text.startswith("(default"):
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing

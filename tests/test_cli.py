@@ -145,9 +145,11 @@ def test_train_eval_and_resume_from_the_cli(tmp_path: Path, capsys) -> None:
     assert code == 0 and (out / "best.pt").exists() and (out / "config.yaml").exists()
     code, _, err = run(capsys, *base, "--epochs", "2")
     assert code == 2 and "--resume" in one_line_error(err)
-    code, _, _ = run(capsys, *base, "--epochs", "3", "--resume")
+    code, _, err = run(capsys, *base, "--epochs", "3", "--resume")  # a longer cosine schedule is another run
+    assert code == 2 and "epochs 2 → 3" in one_line_error(err)
+    code, _, _ = run(capsys, *base, "--epochs", "2", "--resume")  # a finished run returns at once
     assert code == 0
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     code, out_json, _ = run(capsys, "eval", "--model", str(out / "best.pt"), "--data", "digits", "--json")
     result = json.loads(out_json)
     assert code == 0 and result["n"] == 359 and result["top1"] > 80.0
