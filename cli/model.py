@@ -36,11 +36,20 @@ log = logging.getLogger(__name__)
 
 
 def load_model_and_data(
-    *, model: str, weights: str | None, data: str | None, val_size: int | None = None, seed: int = 0
+    *,
+    model: str,
+    weights: str | None,
+    data: str | None,
+    val_size: int | None = None,
+    seed: int = 0,
+    in_channels: int | None = None,
 ) -> tuple[nn.Module, DataSplits | None]:
-    """The model (zoo name, factory, or saved prunegym model) and, if given, the data it must fit."""
+    """The model (zoo name, factory, or saved prunegym model) and, if given, the data it must fit; without data,
+    ``in_channels`` (from an explicit input shape) builds a zoo model for that many channels."""
     splits = load_data(data, val_size=val_size, seed=seed) if data else None
-    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
+    kwargs: dict[str, int] = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
+    if not splits and in_channels is not None:
+        kwargs["in_channels"] = in_channels
     net = load_model(model, weights=weights, **kwargs)
     if splits is not None:
         trained_on = _trained_input_shape(model)
@@ -88,7 +97,12 @@ def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | 
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
-    net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
+    explicit = (
+        resolve_input_shape(None, model_arg="", data=None, explicit=args.input_shape) if args.input_shape else None
+    )
+    net, splits = load_model_and_data(
+        model=args.model, weights=args.weights, data=args.data, in_channels=explicit[0] if explicit else None
+    )
     shape = resolve_input_shape(net, model_arg=args.model, data=splits, explicit=args.input_shape)
     try:
         stats = model_stats(net, input_shape=shape)

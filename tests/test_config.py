@@ -54,3 +54,27 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lrs[55] == pytest.approx(0.05)
     assert lrs[100] == pytest.approx(0.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+def test_every_command_reads_config_and_a_written_config_yaml_is_accepted_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture, digits_model: Path
+) -> None:
+    import json as _json
+
+    from prunegym.cli.main import main
+
+    cfg = tmp_path / "stat.yaml"
+    cfg.write_text("model: smallcnn\ninput-shape: 1,8,8\njson: true\n")
+    assert main(["stat", "--config", str(cfg)]) == 0  # a plain command takes its options from the file
+    assert _json.loads(capsys.readouterr().out)["input_shape"] == [1, 8, 8]
+    cfg.write_text("model: smallcnn\nbogus: 3\n")
+    assert main(["stat", "--config", str(cfg)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    run = tmp_path / "amc"
+    base = ["--val-size", "200", "--bn-recalib-images", "100", "--episodes", "2", "--warmup-episodes", "1"]
+    assert main(["agent", "train", "--model", str(digits_model), "--data", "digits", *base, "--out", str(run)]) == 0
+    again = tmp_path / "again"
+    assert main(["agent", "train", "--config", str(run / "config.yaml"), "--out", str(again)]) == 0  # `command:` too
+    show = tmp_path / "show.yaml"
+    show.write_text(f"run: {run}\n")
+    assert main(["agent", "show", "--config", str(show)]) == 0  # a positional from the file
