@@ -20,7 +20,14 @@ from prunegym.cli.util import (
 )
 from prunegym.core.errors import UserError
 from prunegym.core.io import read_jsonl, write_json
-from prunegym.core.run_folder import BEST_POLICY_FILE, EPISODES_FILE, GROUPS_FILE, prepare_run_dir, read_run_config
+from prunegym.core.run_folder import (
+    BEST_POLICY_FILE,
+    EPISODES_FILE,
+    GROUPS_FILE,
+    prepare_run_dir,
+    read_run_config,
+    refuse_existing_run,
+)
 from prunegym.env.factory import EnvSpec
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from prunegym.env.factory import build_env
 
     cfg = config_from_args(AgentTrainConfig, args)
+    refuse_existing_run(cfg.out, resume=args.resume)  # before any data is loaded
+    done = read_jsonl(Path(cfg.out) / EPISODES_FILE) if args.resume else []
+    if done and len(done) >= cfg.search.episodes:  # a finished run: nothing to load
+        best = max(done, key=lambda r: r["reward"])
+        stdout.print(
+            f"{cfg.out} already ran {len(done)} episodes; best reward {best['reward']:.4f} at episode "
+            f"{best['episode']} → {Path(cfg.out) / BEST_POLICY_FILE}"
+        )
+        return 0
     env = build_env(cfg.problem)
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.resume, command="agent train")
     write_json(run_dir / GROUPS_FILE, {g.name: g.out_channels for g in env.groups})

@@ -28,7 +28,7 @@ from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
 from prunegym.core.models import model_info
 from prunegym.core.pruning import RemovedBlock
-from prunegym.core.run_folder import prepare_run_dir
+from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir, refuse_existing_run
 from prunegym.core.stats import model_stats
 from prunegym.core.train import TrainConfig, train
 
@@ -200,6 +200,11 @@ class FinetuneConfig(TrainConfig):
 
 def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str) -> int:
     cfg = config_from_args(cls, args)
+    refuse_existing_run(cfg.out, resume=args.resume)  # before any data is loaded
+    last = Path(cfg.out) / LAST_CHECKPOINT
+    if args.resume and last.exists() and int(read_checkpoint(last).get("epoch", -1)) + 1 >= cfg.epochs:
+        stdout.print(f"{cfg.out} already trained {cfg.epochs} epochs → {Path(cfg.out) / BEST_CHECKPOINT}")
+        return 0
     net, splits = load_model_and_data(
         model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
     )

@@ -15,15 +15,16 @@ from prunegym.cli.util import (
     add_command,
     add_config_flags,
     any_float,
+    config_from_args,
     console,
     positive_float,
     print_json,
     progress_bar,
     stdout,
 )
-from prunegym.core.config import config_to_dict, read_config_file, resolve_config
+from prunegym.core.config import config_to_dict
 from prunegym.core.policy import Policy
-from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, WRITTEN_KEYS, prepare_run_dir, refuse_existing_run
+from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, prepare_run_dir, refuse_existing_run
 from prunegym.env.factory import EnvSpec, build_env
 from prunegym.search.optuna_config import StudyConfig
 from prunegym.search.optuna_storage import redact_url
@@ -53,13 +54,7 @@ class OptunaRunConfig:
 
 def _resolve(args: argparse.Namespace) -> OptunaRunConfig:
     """The run's options: ``--config`` (or, with ``--resume``, the run folder's own config.yaml) under the flags."""
-    file_values: dict[str, Any] = {}
-    if args.config:
-        file_values = read_config_file(args.config)
-    elif args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
-        file_values = read_config_file(Path(args.out) / CONFIG_FILE)
-    file_values = {k: v for k, v in file_values.items() if k not in WRITTEN_KEYS}
-    return resolve_config(OptunaRunConfig, file_values=file_values, flag_values=vars(args))
+    return config_from_args(OptunaRunConfig, args)
 
 
 def optuna_config_values(cfg: OptunaRunConfig) -> dict[str, Any]:

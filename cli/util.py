@@ -115,7 +115,18 @@ def add_config_flags(
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    """The command's config: ``--config`` (or, with ``--resume`` and only ``--out``, the run folder's own
+    config.yaml) under the flags typed."""
+    from pathlib import Path
+
+    from prunegym.core.run_folder import CONFIG_FILE, WRITTEN_KEYS
+
+    file_values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        file_values = read_config_file(args.config)
+    elif getattr(args, "resume", False) and getattr(args, "out", None) and (Path(args.out) / CONFIG_FILE).exists():
+        file_values = read_config_file(Path(args.out) / CONFIG_FILE)
+    file_values = {k: v for k, v in file_values.items() if k not in WRITTEN_KEYS}
     return resolve_config(cls, file_values=file_values, flag_values=vars(args))
 
 

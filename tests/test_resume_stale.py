@@ -122,3 +122,17 @@ def test_a_model_trained_on_another_input_size_is_named(tmp_path: Path, capsys: 
     assert main(["eval", "--model", str(out), "--data", "digits?size=16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "trained on 1×8×8 images but --data digits?size=16 gives 1×16×16" in err, err
+
+
+def test_resume_needs_only_out_and_a_finished_run_returns_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import time
+
+    out = tmp_path / "t"
+    assert _train(out, "--epochs", "1") == 0
+    t = time.perf_counter()
+    assert main(["train", "--out", str(out), "--resume"]) == 0  # model, data, schedule from its config.yaml
+    assert time.perf_counter() - t < 5.0 and "already trained" in capsys.readouterr().out
+    assert main(["train", "--out", str(out), "--model", "nosuchmodel", "--data", "digits"]) == 2  # refused first
+    assert "already holds a run" in capsys.readouterr().err
