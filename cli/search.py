@@ -249,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = add_command(
         osub,
         "run",
-        help="run (or continue) a study; many workers may share one --storage database",
+        help="run a study (continue one with --resume); many workers may share one --storage database",
         example="prunegym optuna run --model resnet20 --weights ../shared/data/pretrained/resnet20-12fca82f.th "
         "--data cifar10:../shared/data/cifar-10-batches-py --target-ratio 0.5 --n-trials 300 --out runs/optuna-r20-s0",
     )

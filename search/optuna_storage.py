@@ -135,7 +135,16 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int = 60) -> BaseStorage:
         if spec.local:
             Path(spec.target.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         shared = not spec.local and not spec.target.startswith("sqlite")
-        beat = {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s} if shared and heartbeat_s else {}
+        beat: dict = {}
+        if shared and heartbeat_s:  # a trial whose worker died is failed after the grace period and run again once
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            beat = {
+                "heartbeat_interval": heartbeat_s,
+                "grace_period": 3 * heartbeat_s,
+                "heartbeat_stale_trial_callback": retry,
+            }
         return _rdb_storage(spec.target, beat=beat)
     except ImportError as exc:
         found = re.search(r"No module named '([\w.]+)'", f"{exc} {exc.__cause__} {exc.__context__}")
@@ -148,6 +157,11 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int = 60) -> BaseStorage:
         raise UserError(f"storage {spec.display} needs the Python module '{module}'; {hint}") from exc
     except Exception as exc:  # SQLAlchemy/driver errors: bad URL, refused connection, bad password, ...
         first = _first_line(exc)
+        if spec.target.startswith("sqlite"):
+            raise UserError(
+                f"cannot open SQLite storage {spec.display}: {first}; SQLite is for one worker on one machine: "
+                "for several workers use --storage journal (one machine) or a PostgreSQL URL (many)"
+            ) from exc
         raise UserError(
             f"cannot open storage {spec.display}: {first}; check the URL, that the server is running and reachable, "
             "and the credentials"
