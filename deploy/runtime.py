@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 PREPROCESSING_FORMAT = "prunegym.preprocessing/1"
 PREPROCESSING_FILE = "preprocessing.json"
 LABELS_FILE = "labels.txt"
+_NOT_8_BIT = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "floating-point"}
+
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 _RESIZE = ("bilinear", "bicubic", "nearest", "lanczos")
@@ -137,7 +139,7 @@ class Preprocessing:
         if isinstance(image, str | Path):
             try:
                 with Image.open(image) as im:
-                    return self._from_pil(im)
+                    return self._from_pil(im, name=str(image))
             except FileNotFoundError as exc:
                 raise UserError(f"image not found: {image}; check the path") from exc
             except (OSError, Image.DecompressionBombError) as exc:
@@ -153,11 +155,29 @@ class Preprocessing:
         mode = "L" if chw.shape[0] == 1 else "RGB"
         return self._from_pil(Image.fromarray(chw[0] if mode == "L" else chw.transpose(1, 2, 0), mode=mode))
 
-    def _from_pil(self, im: Any) -> np.ndarray:
+    def _from_pil(self, im: Any, *, name: str = "image") -> np.ndarray:
         from PIL import Image
 
-        im = im.convert("RGB" if self.channels == 3 else "L")
+        if im.mode in _NOT_8_BIT:
+            raise UserError(
+                f"{name} has {_NOT_8_BIT[im.mode]} pixels (mode {im.mode}), which the model's 0-255 inputs cannot "
+                "hold faithfully; save it as an 8-bit PNG or JPEG first"
+            )
+        target = "RGB" if self.channels == 3 else "L"
         height, width = self.input_size
+        notes = []
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"first of {im.n_frames} frames")
+        if im.mode != target:
+            what = {"RGBA": "alpha dropped", "LA": "alpha dropped", "P": "palette expanded", "CMYK": "CMYK to RGB"}
+            notes.append(what.get(im.mode, f"{im.mode} to {target}"))
+            if target == "L" and im.mode not in ("L", "LA", "1"):
+                notes.append("colour to grey")
+        if im.size != (width, height):
+            notes.append(f"resized {im.size[0]}×{im.size[1]} → {width}×{height} ({self.resize})")
+        if notes:
+            log.info("%s: %s", name, ", ".join(notes))
+        im = im.convert(target)
         if im.size != (width, height):
             im = im.resize((width, height), getattr(Image.Resampling, self.resize.upper()))
         arr = np.asarray(im, dtype=np.uint8)

@@ -101,3 +101,26 @@ def test_every_option_of_every_command_has_a_help_text() -> None:
             if not text or text == argparse.SUPPRESS or text.startswith("(default"):
                 missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_deploy_run_says_what_it_did_to_an_image_and_refuses_what_it_cannot_read_faithfully(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    from prunegym.core.errors import UserError
+    from prunegym.deploy.runtime import Preprocessing
+
+    pre = Preprocessing(channels=1, input_size=(8, 8), mean=(0.5,), std=(0.25,))
+    rgba = tmp_path / "a.png"
+    Image.fromarray(np.full((20, 30, 4), 200, np.uint8), mode="RGBA").save(rgba)
+    with caplog.at_level(logging.INFO, logger="prunegym.deploy.runtime"):
+        assert pre.to_array(rgba).shape == (1, 8, 8)
+    assert "alpha dropped" in caplog.text and "colour to grey" in caplog.text and "resized 30×20 → 8×8" in caplog.text
+    deep = tmp_path / "d.png"
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(deep)
+    with pytest.raises(UserError, match="16-bit pixels"):
+        pre.to_array(deep)
