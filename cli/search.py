@@ -16,7 +16,6 @@ from prunegym.cli.util import (
     add_config_flags,
     any_float,
     config_from_args,
-    console,
     positive_float,
     print_json,
     progress_bar,
@@ -170,14 +169,9 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from prunegym.search.compare import as_dict, compare_runs, plot_compare, problem_differences
+    from prunegym.search.compare import as_dict, compare_runs, plot_compare
 
-    runs, methods = compare_runs(args.runs)
-    for key, values in problem_differences(runs).items():
-        console.print(
-            f"[yellow]warning:[/] runs differ in {key} ({', '.join(map(str, values))}); "
-            "their rewards are not comparable"
-        )
+    runs, methods = compare_runs(args.runs, allow_mixed=args.allow_mixed)
     png = plot_compare(runs, out=Path(args.plot)) if args.plot else None
     if args.json:
         print_json(as_dict(runs, methods) | {"plot": None if png is None else str(png)})
@@ -284,4 +278,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("runs", nargs="+", help="run folders (each with episodes.jsonl)")
     c.add_argument("--plot", default="compare.png", help="PNG to write ('' for none)")
     c.add_argument("--json", action="store_true", help="print runs and per-method mean ± std as JSON")
+    c.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare runs of different problems (target, model, evaluator ...), each problem's runs grouped apart",
+    )
     c.set_defaults(func=cmd_compare)

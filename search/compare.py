@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +204,29 @@ def problem_differences(runs: Sequence[RunResult]) -> dict[str, list[Any]]:
     return out
 
 
-def compare_runs(paths: Sequence[str | Path]) -> tuple[list[RunResult], list[MethodResult]]:
-    """Load every run and summarize per method."""
+def compare_runs(
+    paths: Sequence[str | Path], *, allow_mixed: bool = False
+) -> tuple[list[RunResult], list[MethodResult]]:
+    """Load every run and summarize per method.
+
+    Runs whose problems differ (:data:`PROBLEM_KEYS`) have rewards that cannot be averaged: they are refused, or
+    with ``allow_mixed`` grouped apart (each method is suffixed with its problem's differing settings).
+
+    Raises:
+        UserError: no runs, or runs of different problems without ``allow_mixed``.
+    """
     if not paths:
         raise UserError("no run folders given; pass one or more, e.g. runs/ddpg-s0 runs/optuna-s0")
     runs = [load_run(p) for p in paths]
+    diffs = problem_differences(runs)
+    if diffs and not allow_mixed:
+        what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in diffs.items())
+        raise UserError(
+            f"these runs solve different problems ({what}), so their rewards are not comparable; compare runs of "
+            "one problem, or pass --allow-mixed to group them apart"
+        )
+    if diffs:
+        runs = [replace(r, method=f"{r.method} ({', '.join(f'{k}={r.problem.get(k)}' for k in diffs)})") for r in runs]
     return runs, summarize(runs)
 
 

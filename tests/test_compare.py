@@ -117,10 +117,14 @@ def test_cli_prints_one_table_and_writes_one_plot(
     assert data["methods"][0]["best_reward"]["n"] == 2 and data["plot"] is None
 
 
-def test_runs_of_different_problems_are_flagged(runs: list[Path], tmp_path: Path, capsys) -> None:
-    other = write_run(tmp_path / "other", {"agent": "random", "seed": 0, "target_ratio": 0.3}, [record(0, 0.2)])
-    assert main(["compare", str(runs[0]), str(other), "--plot", ""]) == 0
-    assert "differ in target_ratio" in capsys.readouterr().err
+def test_runs_of_different_problems_are_refused_or_grouped_apart(runs: list[Path], tmp_path: Path, capsys) -> None:
+    other = write_run(tmp_path / "other", {"agent": "ddpg", "seed": 0, "target_ratio": 0.3}, [record(0, 0.2)])
+    assert main(["compare", str(runs[0]), str(other), "--plot", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different problems (target_ratio: " in err and "--allow-mixed" in err
+    assert main(["compare", str(runs[0]), str(other), "--plot", "", "--allow-mixed", "--json"]) == 0
+    methods = [m["method"] for m in json.loads(capsys.readouterr().out)["methods"]]
+    assert len(methods) == 2 and all(m.startswith("ddpg (target_ratio=") for m in methods)  # never averaged
     with pytest.raises(UserError, match=r"has no episodes\.jsonl"):
         load_run(tmp_path / "nothing")
 
