@@ -53,6 +53,8 @@ KNOWN_KINDS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "folder", "digit
 AUGMENTS = ("none", "crop", "crop+flip")
 
 _OPTIONS = {"cifar100": {"labels"}, "folder": {"size"}, "digits": {"size"}}
+VAL_SOURCES = ("train", "test-half")
+TEST_HALF_SEED = 20_000  # fixed: every run, whatever its --seed, splits the test set into the same two halves
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,9 +121,9 @@ def load_data(spec: str, *, val_size: int | None = None, seed: int = 0) -> DataS
     kind, path, options = parse_data_spec(spec)
     if kind not in KNOWN_KINDS:
         raise DataError(f"unknown data kind {kind!r} in {spec!r}; known kinds: {', '.join(KNOWN_KINDS)}")
-    unknown = set(options) - _OPTIONS.get(kind, set())
+    unknown = set(options) - _OPTIONS.get(kind, set()) - {"val"}
     if unknown:
-        allowed = ", ".join(sorted(_OPTIONS.get(kind, set()))) or "none"
+        allowed = ", ".join(sorted({*_OPTIONS.get(kind, set()), "val"}))
         raise DataError(f"{kind}: unknown option(s) {', '.join(sorted(unknown))}; allowed options: {allowed}")
     if kind == "digits":
         if path is not None:
@@ -141,7 +143,39 @@ def load_data(spec: str, *, val_size: int | None = None, seed: int = 0) -> DataS
             raw = load_mnist(root, kind=kind)
         else:
             raw = load_folder(root, size=parse_size(options.get("size")))
+    val_source = options.get("val", "train")
+    if val_source not in VAL_SOURCES:
+        raise DataError(f"{spec!r}: val={val_source} is not one of {', '.join(VAL_SOURCES)}")
+    if val_source == "test-half":
+        return _split_test_half(spec, raw)
     return _split(spec, raw, val_size=val_size, seed=seed)
+
+
+def _split_test_half(spec: str, raw: RawData) -> DataSplits:
+    """For a checkpoint trained on the whole training set (its val accuracy would be ~100%): val is one half of
+    the test set, test the other half, the same halves for every run; train is every training image."""
+    n = len(raw.test_y)
+    if n < 2:
+        raise DataError(f"{spec!r}: val=test-half needs a test set of at least 2 images, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(TEST_HALF_SEED))
+    val_idx, test_idx = perm[: n // 2].sort().values.numpy(), perm[n // 2 :].sort().values.numpy()
+    mean, std = _channel_stats(raw.train_x)
+    splits = DataSplits(
+        spec=spec,
+        train_x=raw.train_x,
+        train_y=raw.train_y,
+        val_x=torch.from_numpy(np.take(raw.test_x.numpy(), val_idx, axis=0)),
+        val_y=torch.from_numpy(np.take(raw.test_y.numpy(), val_idx, axis=0)),
+        test_x=torch.from_numpy(np.take(raw.test_x.numpy(), test_idx, axis=0)),
+        test_y=torch.from_numpy(np.take(raw.test_y.numpy(), test_idx, axis=0)),
+        num_classes=len(raw.class_names),
+        class_names=raw.class_names,
+        mean=mean,
+        std=std,
+        augment=raw.augment,
+    )
+    log.info("loaded %s from %s: %r (val = one half of the test set, test = the other)", spec, raw.source, splits)
+    return splits
 
 
 def _split(spec: str, raw: RawData, *, val_size: int | None, seed: int) -> DataSplits:

@@ -107,6 +107,23 @@ class Evaluator:
         self._val = (data.val_x[: config.val_size], data.val_y[: config.val_size])
         self._cache: OrderedDict[tuple[tuple[int, ...], tuple[str, ...]], Evaluation] = OrderedDict()
 
+    def check_val_split(self, *, threshold: float = 99.5) -> float:
+        """The unpruned model's val top-1; a warning when it is so high (≥ ``threshold``) that the model was
+        probably trained on these images, which a val split carved from the training set then flatters."""
+        x, y = self._val
+        top1 = evaluate(self.model, x, y, mean=self.mean, std=self.std).top1
+        if top1 >= threshold and "val=test-half" not in self.data.spec:
+            log.warning(
+                "the unpruned model scores %.2f%% on the %d val images carved from the training set: it was "
+                "probably trained on them, so search accuracies are flattered. For such a checkpoint search on "
+                "one half of the test set and report on the other: --data '%s%sval=test-half'",
+                top1,
+                len(y),
+                self.data.spec,
+                "&" if "?" in self.data.spec else "?",
+            )
+        return top1
+
     def kept(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
         return tuple(kept_channels(n, ratios.get(g, 0.0), self.config.round_to) for g, n in self.table.channels.items())
 

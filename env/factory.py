@@ -141,6 +141,7 @@ def build_env(spec: EnvSpec) -> PruningEnv:
     if evaluator_config.round_to is None:
         evaluator_config = replace(evaluator_config, round_to=default_round_to(how))
     evaluator = Evaluator(model=model, data=data, config=evaluator_config, input_shape=data.input_shape)
+    evaluator.check_val_split()
     latency: LatencyModel | None = None
     if how.latency == "measured":
         latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=how.measurement())

@@ -487,3 +487,14 @@ def test_digits_upscale_to_the_demo_size_and_keep_their_splits() -> None:
     assert abs(big.train_x.float().mean() / small.train_x.float().mean() - 1.0) < 0.05  # same images, finer grid
     with pytest.raises(DataError, match="size='0' is not a positive integer"):
         load_data("digits?size=0")
+
+
+def test_val_test_half_splits_the_test_set_into_the_same_two_halves_for_every_seed() -> None:
+    a = load_data("digits?val=test-half", seed=0)
+    b = load_data("digits?val=test-half", val_size=10, seed=7)
+    full = load_data("digits")
+    assert len(a.val_y) + len(a.test_y) == len(full.test_y) and len(a.train_y) == len(full.train_y) + len(full.val_y)
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.test_x, b.test_x)  # never depends on --seed
+    assert abs(len(a.val_y) - len(a.test_y)) <= 1
+    with pytest.raises(DataError, match="val=nope is not one of train, test-half"):
+        load_data("digits?val=nope")

@@ -166,3 +166,35 @@ def test_bn_recalibration_uses_the_training_augmentation(resnet20_weights: Path,
     as_given, clean, augmented = test_top1(None), test_top1("none"), test_top1(data.augment)
     assert clean < as_given - 2.0
     assert abs(augmented - as_given) < 1.0
+
+
+def test_a_val_split_the_model_was_trained_on_is_flagged_with_the_fix(
+    digits_model, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from prunegym.core.checkpoint import load_model
+    from prunegym.core.data import load_data
+    from prunegym.env.evaluator import Evaluator, EvaluatorConfig
+
+    data = load_data("digits", val_size=200)
+    ev = Evaluator(
+        model=load_model(str(digits_model)),
+        data=data,
+        config=EvaluatorConfig(val_size=200),
+        input_shape=data.input_shape,
+    )
+    with caplog.at_level(logging.WARNING, logger="prunegym.env.evaluator"):
+        top1 = ev.check_val_split(threshold=0.0)  # every score counts as "too high" here
+    assert 0.0 < top1 <= 100.0 and "--data 'digits?val=test-half'" in caplog.text
+    half = load_data("digits?val=test-half")
+    ev = Evaluator(
+        model=load_model(str(digits_model)),
+        data=half,
+        config=EvaluatorConfig(val_size=100),
+        input_shape=half.input_shape,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="prunegym.env.evaluator"):
+        ev.check_val_split(threshold=0.0)
+    assert "test-half" not in caplog.text  # already searching on the test half
