@@ -30,7 +30,7 @@ from prunegym.core.models import model_info
 from prunegym.core.pruning import RemovedBlock
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir, refuse_existing_run
 from prunegym.core.stats import model_stats
-from prunegym.core.train import TrainConfig, train
+from prunegym.core.train import TrainConfig, sync_metrics, train
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,9 @@ def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str
     cfg = config_from_args(cls, args)
     refuse_existing_run(cfg.out, resume=args.resume)  # before any data is loaded
     last = Path(cfg.out) / LAST_CHECKPOINT
-    if args.resume and last.exists() and int(read_checkpoint(last).get("epoch", -1)) + 1 >= cfg.epochs:
+    saved = read_checkpoint(last) if args.resume and last.exists() else None
+    if saved is not None and int(saved.get("epoch", -1)) + 1 >= cfg.epochs:
+        sync_metrics(Path(cfg.out), saved)
         stdout.print(f"{cfg.out} already trained {cfg.epochs} epochs → {Path(cfg.out) / BEST_CHECKPOINT}")
         return 0
     net, splits = load_model_and_data(

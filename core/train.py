@@ -168,6 +168,15 @@ def distillation_loss(
     return alpha * t * t * soft + (1.0 - alpha) * hard
 
 
+def sync_metrics(run_dir: Path, checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rewrite ``run_dir/metrics.jsonl`` from the history a checkpoint carries, so that the file holds exactly the
+    checkpoint's epochs (a kill between the checkpoint and its metrics line loses nothing); returns the history."""
+    history = list(checkpoint.get("history") or [])
+    if "history" in checkpoint:
+        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+    return history
+
+
 def _checkpoint_payload(
     *,
     model: nn.Module,
@@ -267,9 +276,7 @@ def train(
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, best = int(ckpt["epoch"]) + 1, int(ckpt["step"]), dict(ckpt["best"])
-        history = list(ckpt.get("history") or [])
-        # the metrics file holds exactly the checkpoint's epochs: a kill between the two writes loses nothing
-        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+        history = sync_metrics(run_dir, ckpt)
         log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch, step)
     if start_epoch >= config.epochs:
         log.info("%s already finished %d epochs", run_dir, config.epochs)
