@@ -17,11 +17,13 @@ from prunegym.cli.util import (
     any_float,
     config_from_args,
     positive_float,
+    positive_int,
     print_json,
     progress_bar,
     stdout,
 )
 from prunegym.core.config import config_to_dict
+from prunegym.core.errors import UserError
 from prunegym.core.policy import Policy
 from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, prepare_run_dir, refuse_existing_run
 from prunegym.env.factory import EnvSpec, build_env
@@ -117,6 +119,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ optuna best
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from prunegym.search.optuna_study import open_run_storage
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UserError(
+            "`prunegym optuna dashboard` needs optuna-dashboard: pip install 'prunegym[dashboard]'"
+        ) from None
+    storage, meta = open_run_storage(Path(args.run), storage=args.storage)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving the dashboard on %s: anyone who can reach this port sees (and can edit) the study", args.host
+        )
+    stdout.print(
+        f"optuna-dashboard for study '{meta.get('study_name')}' ({meta['storage_display']}) on "
+        f"http://{args.host}:{args.port}/ (Ctrl-C stops it)"
+    )
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -268,6 +292,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", help="policy YAML to write (default RUN/selected_policy.yaml)")
     b.add_argument("--json", action="store_true", help="print the choice as JSON")
     b.set_defaults(func=cmd_best)
+    d = add_command(
+        osub,
+        "dashboard",
+        help="browse a run's study in optuna-dashboard (loopback only unless --host says otherwise)",
+        example="prunegym optuna dashboard runs/optuna-r20",
+    )
+    d.add_argument("run", help="run folder of `prunegym optuna run`")
+    d.add_argument("--storage", help="storage URL, when the run folder's hides its password or moved")
+    d.add_argument("--host", default="127.0.0.1", help="address to serve on (loopback by default)")
+    d.add_argument("--port", type=positive_int, default=8080, help="port to serve on")
+    d.set_defaults(func=cmd_dashboard)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     c = add_command(

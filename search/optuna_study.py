@@ -254,19 +254,25 @@ def study_points(study: optuna.Study, *, cost_key: str) -> list[ParetoPoint]:
     return points
 
 
-def load_run_study(run_dir: Path, *, storage: str | None = None) -> tuple[optuna.Study, dict[str, Any]]:
-    """Open the study a run folder worked for (``storage`` overrides the one in ``study.yaml``)."""
+def open_run_storage(run_dir: Path, *, storage: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The storage a run folder's study lives in (``storage`` overrides the one in ``study.yaml``) and that file."""
     run_dir = Path(run_dir)
     path = run_dir / STUDY_FILE
     if not path.exists():
         raise UserError(f"{run_dir} holds no Optuna study ({STUDY_FILE}); run `prunegym optuna run --out {run_dir}`")
     meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     spec = resolve_storage(storage if storage is not None else meta.get("storage"), run_dir=run_dir)
-    st = open_storage(spec, heartbeat_s=0)
+    return open_storage(spec, heartbeat_s=0), {**meta, "storage_display": spec.display}
+
+
+def load_run_study(run_dir: Path, *, storage: str | None = None) -> tuple[optuna.Study, dict[str, Any]]:
+    """Open the study a run folder worked for (``storage`` overrides the one in ``study.yaml``)."""
+    st, meta = open_run_storage(run_dir, storage=storage)
     try:
         study = optuna.load_study(study_name=meta["study_name"], storage=st)
     except KeyError:
-        raise UserError(f"study '{meta.get('study_name')}' is not in {spec.display}; check --storage") from None
+        where = meta["storage_display"]
+        raise UserError(f"study '{meta.get('study_name')}' is not in {where}; check --storage") from None
     return study, meta
 
 

@@ -202,3 +202,40 @@ def test_bad_settings_fail_with_one_line(digits_model: Path, tmp_path: Path) -> 
     run_study(env=env, config=study_config(n_trials=1), run_dir=tmp_path / "z")
     with pytest.raises(UserError, match="works for study 'prunegym'"):
         run_study(env=env, config=study_config(n_trials=1, study_name="other"), run_dir=tmp_path / "z")
+
+
+def test_optuna_dashboard_serves_a_run_on_loopback(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("optuna_dashboard")
+    from prunegym.core.checkpoint import save_model
+    from prunegym.core.models import build_model
+    from prunegym.env.factory import EnvSpec, build_env
+    from prunegym.search.optuna_config import StudyConfig
+    from prunegym.search.optuna_study import run_study
+
+    model = save_model(tmp_path / "m.pt", model=build_model("smallcnn", in_channels=1))
+    env = build_env(EnvSpec.from_options(model=str(model), data="digits", val_size=100, bn_recalib_images=100))
+    run_study(env=env, config=StudyConfig(n_trials=2, n_startup_trials=2, tensorboard=False), run_dir=tmp_path / "run")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "prunegym.cli.main", "optuna", "dashboard", str(tmp_path / "run"), "--port", str(port)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.time() + 60, ""
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
+                    body = resp.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert '"study_name"' in body, body[:300]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
