@@ -63,6 +63,29 @@ def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
     return front
 
 
+def _label_front(ax: Any, front: Sequence[ParetoPoint], points: Sequence[ParetoPoint]) -> None:
+    """Trial numbers on the front's points, skipping a point too close to one already labelled (in axes units)
+    and alternating above/below, so that labels never pile up."""
+    costs = [p.cost for p in points] or [0.0]
+    accs = [p.accuracy for p in points] or [0.0]
+    span_x = (max(costs) - min(costs)) or 1.0
+    span_y = (max(accs) - min(accs)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for k, p in enumerate(front):
+        at = ((p.cost - min(costs)) / span_x, (p.accuracy - min(accs)) / span_y)
+        if any(abs(at[0] - q[0]) < 0.06 and abs(at[1] - q[1]) < 0.06 for q in placed):
+            continue
+        placed.append(at)
+        ax.annotate(
+            f"#{p.number}",
+            (p.cost, p.accuracy),
+            textcoords="offset points",
+            xytext=(4, 5 if k % 2 == 0 else -10),
+            fontsize="x-small",
+            color="C3",
+        )
+
+
 def plot_pareto(
     *, points: Sequence[ParetoPoint], cost_key: str, out: Path, title: str = "", budget: float | None = None
 ) -> Path:
@@ -95,15 +118,7 @@ def plot_pareto(
             zorder=3,
             label=f"Pareto front ({len(front)})",
         )
-        for p in front[:12]:
-            ax.annotate(
-                f"#{p.number}",
-                (p.cost, p.accuracy),
-                textcoords="offset points",
-                xytext=(3, 3),
-                fontsize="x-small",
-                color="C3",
-            )
+        _label_front(ax, front, points)
     if budget is not None:
         ax.axvline(budget, color="0.3", ls="--", lw=1.0, label=f"budget ({budget:.3g})")
     ax.set_xlabel(COST_LABELS.get(cost_key, cost_key))
@@ -111,7 +126,7 @@ def plot_pareto(
     ax.set_title(title or f"accuracy vs {COST_LABELS.get(cost_key, cost_key)}")
     ax.grid(alpha=0.3)
     if points:
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return save_png(fig, out)
 
@@ -140,7 +155,7 @@ def plot_trials(*, records: Sequence[Mapping[str, Any]], out: Path, title: str =
                 ms=10,
                 label=f"pruned ({pruned.size})",
             )
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     ax.set_xlabel("trial")
     ax.set_ylabel("reward")
     ax.set_title(title or "Optuna search")

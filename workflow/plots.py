@@ -42,7 +42,7 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
         dtype=float,
     ).reshape(len(result.groups), len(result.ratios))
     height = 1.5 + 0.28 * len(result.groups)
-    fig = Figure(figsize=(1.6 + 0.75 * len(result.ratios), height), dpi=120)
+    fig = Figure(figsize=(max(5.0, 1.6 + 0.75 * len(result.ratios)), height), dpi=120)
     ax = fig.add_subplot()
     finite = drops[np.isfinite(drops)]
     vmax = max(1.0, float(finite.max())) if finite.size else 1.0
@@ -57,7 +57,7 @@ def sensitivity_heatmap(result: Sensitivity, out: Path) -> Path:
                     j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white" if v > 0.6 * vmax else "black"
                 )
     ax.set_xlabel("channels removed from the group")
-    ax.set_title(f"{result.model}: top-1 drop (points) vs baseline {result.baseline:.2f}%", fontsize=9)
+    ax.set_title(f"{result.model}\ntop-1 drop (points) vs baseline {result.baseline:.2f}%", fontsize=9, wrap=True)
     fig.colorbar(im, ax=ax, label="accuracy drop (points)")
     fig.tight_layout()
     return save_png(fig, out)
