@@ -185,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    torch = sys.modules.get("torch")  # only when the command's family imported it (deploy runs without it)
+    if torch is not None:  # one thread by default: the safe choice on the small shared machines we run on
+        torch.set_num_threads(int(getattr(args, "torch_threads", None) or 1))
     try:
         with allowed_factories(_typed_factories(argv)):
             return int(args.func(args) or 0)

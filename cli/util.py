@@ -74,6 +74,13 @@ def add_command(
     )
     p.add_argument("--config", help="YAML file of option: value (flags override it)")
     p.add_argument(
+        "--torch-threads",
+        type=positive_int,
+        default=argparse.SUPPRESS,
+        help="PyTorch intra-op threads of this process (default: 1: on a small shared CPU two threads ran 7-9x "
+        "slower than one)",
+    )
+    p.add_argument(
         "--allow-import",
         action="append",
         metavar="TARGET",
@@ -105,6 +112,8 @@ def add_config_flags(
         text = (help.get(opt.name) or opt.help).rstrip(".")
         text = f"{text} (required)" if opt.required else f"{text} (default: {opt.default})"
         flag = "--" + opt.name.replace("_", "-")
+        if flag in parser._option_string_actions:  # a flag every command has (--torch-threads)
+            continue
         if ann is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         elif typing.get_origin(ann) is tuple:
