@@ -138,8 +138,8 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     if leaf is None or path is None:
         return
     actions = [a for a in leaf._actions if a.dest not in _NOT_FROM_FILE]
-    if any(a.default is argparse.SUPPRESS and a.option_strings for a in actions):
-        return
+    if any(a.default is argparse.SUPPRESS and a.option_strings and a.dest != "torch_threads" for a in actions):
+        return  # config-dataclass flags (every command's --torch-threads aside)
     values = read_config_file(path)
     by_dest = {a.dest: a for a in actions}
     unknown = sorted(set(values) - set(by_dest))

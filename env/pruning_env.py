@@ -30,7 +30,10 @@ class EnvConfig:
     Args:
         target: the constrained resource, "macs", "params" or "latency".
         target_ratio: the fraction of the unpruned model's resource to keep (0.5 = half the MACs).
-        reward: reward name (see :mod:`prunegym.env.rewards`): acc, acc_flops, latency_soft, latency_hard.
+        reward: acc (val accuracy; the budget is a hard wall, AMC's resource-constrained mode), acc_flops
+            (-error × log MACs, AMC's accuracy-guaranteed mode), latency_soft (accuracy × (latency/target)^w,
+            MnasNet's soft constraint, w = --latency-weight), latency_hard (accuracy, divided by latency/target
+            when over it).
         min_ratio: smallest ratio an action maps to.
         max_ratio: largest ratio an action maps to (and the ratio the action wall assumes for later groups).
         action_wall: clip each action so the target stays reachable (AMC's resource-constrained mode).
