@@ -151,6 +151,37 @@ def load_data(spec: str, *, val_size: int | None = None, seed: int = 0) -> DataS
     return _split(spec, raw, val_size=val_size, seed=seed)
 
 
+def _take(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:  # numpy fancy indexing: ~10x torch's on uint8
+    return torch.from_numpy(np.take(t.numpy(), idx, axis=0))
+
+
+def _splits(
+    spec: str, raw: RawData, *, train: np.ndarray, val: np.ndarray, test: np.ndarray, val_from: str
+) -> DataSplits:
+    """The splits: ``train`` indexes the training images, ``val`` the ``val_from`` ones ("train" or "test"),
+    ``test`` the test images; normalization statistics come from the training split."""
+    val_pool = (raw.train_x, raw.train_y) if val_from == "train" else (raw.test_x, raw.test_y)
+    train_x = _take(raw.train_x, train)
+    mean, std = _channel_stats(train_x)
+    splits = DataSplits(
+        spec=spec,
+        train_x=train_x,
+        train_y=_take(raw.train_y, train),
+        val_x=_take(val_pool[0], val),
+        val_y=_take(val_pool[1], val),
+        test_x=_take(raw.test_x, test),
+        test_y=_take(raw.test_y, test),
+        num_classes=len(raw.class_names),
+        class_names=raw.class_names,
+        mean=mean,
+        std=std,
+        augment=raw.augment,
+    )
+    where = "" if val_from == "train" else " (val = one half of the test set, test = the other)"
+    log.info("loaded %s from %s: %r%s", spec, raw.source, splits, where)
+    return splits
+
+
 def _split_test_half(spec: str, raw: RawData) -> DataSplits:
     """For a checkpoint trained on the whole training set (its val accuracy would be ~100%): val is one half of
     the test set, test the other half, the same halves for every run; train is every training image."""
@@ -159,23 +190,7 @@ def _split_test_half(spec: str, raw: RawData) -> DataSplits:
         raise DataError(f"{spec!r}: val=test-half needs a test set of at least 2 images, got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(TEST_HALF_SEED))
     val_idx, test_idx = perm[: n // 2].sort().values.numpy(), perm[n // 2 :].sort().values.numpy()
-    mean, std = _channel_stats(raw.train_x)
-    splits = DataSplits(
-        spec=spec,
-        train_x=raw.train_x,
-        train_y=raw.train_y,
-        val_x=torch.from_numpy(np.take(raw.test_x.numpy(), val_idx, axis=0)),
-        val_y=torch.from_numpy(np.take(raw.test_y.numpy(), val_idx, axis=0)),
-        test_x=torch.from_numpy(np.take(raw.test_x.numpy(), test_idx, axis=0)),
-        test_y=torch.from_numpy(np.take(raw.test_y.numpy(), test_idx, axis=0)),
-        num_classes=len(raw.class_names),
-        class_names=raw.class_names,
-        mean=mean,
-        std=std,
-        augment=raw.augment,
-    )
-    log.info("loaded %s from %s: %r (val = one half of the test set, test = the other)", spec, raw.source, splits)
-    return splits
+    return _splits(spec, raw, train=np.arange(len(raw.train_y)), val=val_idx, test=test_idx, val_from="test")
 
 
 def _split(spec: str, raw: RawData, *, val_size: int | None, seed: int) -> DataSplits:
@@ -186,28 +201,7 @@ def _split(spec: str, raw: RawData, *, val_size: int | None, seed: int) -> DataS
         raise DataError(f"val_size={val_size} does not fit the {n} training images of {spec!r}; use 0 to {n - 1}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:val_size].sort().values.numpy(), perm[val_size:].sort().values.numpy()
-
-    def take(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:  # numpy fancy indexing: ~10x torch's on uint8
-        return torch.from_numpy(np.take(t.numpy(), idx, axis=0))
-
-    train_x, train_y = take(raw.train_x, train_idx), take(raw.train_y, train_idx)
-    mean, std = _channel_stats(train_x)
-    splits = DataSplits(
-        spec=spec,
-        train_x=train_x,
-        train_y=train_y,
-        val_x=take(raw.train_x, val_idx),
-        val_y=take(raw.train_y, val_idx),
-        test_x=raw.test_x,
-        test_y=raw.test_y,
-        num_classes=len(raw.class_names),
-        class_names=raw.class_names,
-        mean=mean,
-        std=std,
-        augment=raw.augment,
-    )
-    log.info("loaded %s from %s: %r", spec, raw.source, splits)
-    return splits
+    return _splits(spec, raw, train=train_idx, val=val_idx, test=np.arange(len(raw.test_y)), val_from="train")
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_agent_env import agent_train
 
 from prunegym.cli.main import main
 from prunegym.core.errors import UserError
@@ -77,29 +78,7 @@ def test_a_factory_typed_on_the_command_line_runs_with_its_arguments(
 
 
 def _search(model: Path, out: Path, *extra: str) -> int:
-    return main(
-        [
-            "agent",
-            "train",
-            "--model",
-            str(model),
-            "--data",
-            "digits",
-            "--val-size",
-            "200",
-            "--bn-recalib-images",
-            "100",
-            "--episodes",
-            "4",
-            "--warmup-episodes",
-            "1",
-            "--checkpoint-every",
-            "2",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return agent_train(model, out, "--episodes", "4", *extra)  # the last --episodes wins
 
 
 def test_a_tampered_or_corrupt_agent_checkpoint_is_a_one_line_error(
