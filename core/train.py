@@ -84,6 +84,10 @@ class TrainConfig:
         max_steps_per_epoch: cap on steps per epoch (quick runs).
         eval_test: evaluate the best checkpoint on the test split at the end.
         device: where to train: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.
+        channels_last: train in the channels-last memory format (faster convolutions on CPUs and GPUs; the
+            weights saved are the same tensors).
+        compile: compile the training forward with torch.compile (a one-time compile of a minute or two, then
+            faster steps; opt-in).
     """
 
     model: str
@@ -110,6 +114,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for quick runs and tests
     eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
     device: str = "auto"  # auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N
+    channels_last: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -233,10 +239,17 @@ def train(
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     device = resolve_device(config.device)
-    model.to(device)
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
     if teacher is not None:
-        teacher.to(device)
-    log.info("training on %s", device)
+        teacher.to(device, memory_format=fmt)
+    forward = torch.compile(model) if config.compile else model  # shares the parameters: checkpoints see both
+    log.info(
+        "training on %s (%s%s)",
+        device,
+        "channels-last" if config.channels_last else "contiguous",
+        ", compiled" if config.compile else "",
+    )
     mean, std = input_norm(model, mean=data.mean, std=data.std)
     augment = config.augment or data.augment
     decay, no_decay = [], []
@@ -306,6 +319,7 @@ def train(
                     break
                 # iterate_batches gave x/255 (mean 0, std 1): normalize per network so teacher and student may differ
                 xb01, yb = xb01.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                xb01 = xb01.contiguous(memory_format=fmt)
                 xb = normalize(xb01, mean=mean, std=std)
                 lr = get_lr(
                     step,
@@ -316,7 +330,7 @@ def train(
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                logits = model(xb)
+                logits = forward(xb)
                 if teacher is not None:
                     with torch.no_grad():
                         t_logits = teacher(normalize(xb01, mean=t_mean, std=t_std))

@@ -182,6 +182,8 @@ def step_finetune(r: Replay) -> Path:
         max_steps_per_epoch=c.max_steps_per_epoch,
         eval_test=False,
         device=c.device,
+        channels_last=c.channels_last,
+        compile=c.compile,
     )
     policy = read_checkpoint(pruned_path)["policy"]
     train(

@@ -30,6 +30,8 @@ class ReplayConfig:
         kd_temperature: distillation temperature.
         max_steps_per_epoch: cap on steps per epoch (empty: the whole training set).
         device: where the finetune runs.
+        channels_last: finetune in the channels-last memory format (faster convolutions).
+        compile: compile the finetune's forward with torch.compile (one-time compile, then faster steps).
         val_size: val images carved from the training set (empty: the dataset's default).
         calib_images: training images to calibrate INT8.
         calib_method: minmax, entropy, percentile.
@@ -61,6 +63,8 @@ class ReplayConfig:
     kd_temperature: float = 4.0
     max_steps_per_epoch: int | None = None
     device: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
     val_size: int | None = None
     calib_images: int = 512
     calib_method: str = "minmax"
