@@ -10,7 +10,6 @@ on 5,000 other training-set images (another seed's carve) shows their real quali
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -33,9 +32,9 @@ def main() -> None:
     for run in map(Path, args.runs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         if evaluator is None:
-            spec = EnvSpec.from_mapping(cfg)
-            spec = dataclasses.replace(
-                spec, val_size=args.val_size, seed=args.seed, bn_recalib_augment=args.bn_recalib_augment or None
+            augment = args.bn_recalib_augment or None
+            spec = EnvSpec.from_mapping(
+                {**cfg, "val_size": args.val_size, "seed": args.seed, "bn_recalib_augment": augment}
             )
             evaluator = build_env(spec).evaluator
         policy = Policy.load(run / "best_policy.yaml")
