@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from prunegym.core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["DEVICE_HELP", "device_of", "resolve_device"]
 
@@ -14,6 +17,8 @@ DEVICE_HELP = "auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → ``cuda`` when available, else ``cpu``; ``cpu``/``cuda``/``cuda:N`` as given, checked to exist."""
+    import torch  # lazily: the CLI reads DEVICE_HELP without loading PyTorch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -32,6 +37,8 @@ def resolve_device(name: str) -> torch.device:
 
 def device_of(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter or buffer (CPU for a model with neither)."""
+    import torch
+
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")

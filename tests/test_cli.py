@@ -69,7 +69,20 @@ def test_every_registered_command_builds_its_help(capsys) -> None:
         assert "example:" in out, path
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["nosuchcommand"], ["--debug"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["nosuchcommand"],
+        ["--debug"],
+        ["replay", "--nonsense"],
+        ["latency", "build", "--grid-step", "abc"],
+        ["deploy", "run"],
+        ["replay", "--help"],
+        ["latency", "check", "--help"],
+    ],
+)
 def test_help_version_and_argument_errors_answer_without_importing_torch(argv: list[str]) -> None:
     import subprocess
     import sys

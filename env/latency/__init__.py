@@ -12,46 +12,39 @@ are re-exported here because this package's functions take and return them.
 
 from __future__ import annotations
 
-from prunegym.core.onnxrt import LatencyConfig, LatencyResult
-from prunegym.env.latency.build import build_latency_table, partial_path
-from prunegym.env.latency.calibration import random_policies
-from prunegym.env.latency.check import LatencyCheck, check_latency_table
-from prunegym.env.latency.config import MODES, Progress, TableBuildConfig
-from prunegym.env.latency.grids import group_counts
-from prunegym.env.latency.measured import LatencyModel, MeasuredLatency, measure_model_latency
-from prunegym.env.latency.plot import plot_check
-from prunegym.env.latency.predict import PredictedLatency, nchwc_block
-from prunegym.env.latency.table import (
-    FORMAT,
-    VERSION,
-    LatencyTable,
-    LayerEntry,
-    architecture_hash,
-    device_info,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "FORMAT",
-    "MODES",
-    "VERSION",
-    "LatencyCheck",
-    "LatencyConfig",
-    "LatencyModel",
-    "LatencyResult",
-    "LatencyTable",
-    "LayerEntry",
-    "MeasuredLatency",
-    "PredictedLatency",
-    "Progress",
-    "TableBuildConfig",
-    "architecture_hash",
-    "build_latency_table",
-    "check_latency_table",
-    "device_info",
-    "group_counts",
-    "measure_model_latency",
-    "nchwc_block",
-    "partial_path",
-    "plot_check",
-    "random_policies",
-]
+# names load lazily, so that the CLI can read TableBuildConfig's options without importing PyTorch
+_WHERE = {
+    "LatencyConfig": "prunegym.core.onnxrt",
+    "LatencyResult": "prunegym.core.onnxrt",
+    "build_latency_table": "prunegym.env.latency.build",
+    "partial_path": "prunegym.env.latency.build",
+    "random_policies": "prunegym.env.latency.calibration",
+    "LatencyCheck": "prunegym.env.latency.check",
+    "check_latency_table": "prunegym.env.latency.check",
+    "MODES": "prunegym.env.latency.config",
+    "Progress": "prunegym.env.latency.config",
+    "TableBuildConfig": "prunegym.env.latency.config",
+    "group_counts": "prunegym.env.latency.grids",
+    "LatencyModel": "prunegym.env.latency.measured",
+    "MeasuredLatency": "prunegym.env.latency.measured",
+    "measure_model_latency": "prunegym.env.latency.measured",
+    "plot_check": "prunegym.env.latency.plot",
+    "PredictedLatency": "prunegym.env.latency.predict",
+    "nchwc_block": "prunegym.env.latency.predict",
+    "FORMAT": "prunegym.env.latency.table",
+    "VERSION": "prunegym.env.latency.table",
+    "LatencyTable": "prunegym.env.latency.table",
+    "LayerEntry": "prunegym.env.latency.table",
+    "architecture_hash": "prunegym.env.latency.table",
+    "device_info": "prunegym.env.latency.table",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'prunegym.env.latency' has no attribute '{name}'")
+    return getattr(importlib.import_module(_WHERE[name]), name)
