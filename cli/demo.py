@@ -24,10 +24,8 @@ from pathlib import Path
 from rich.table import Table
 
 from prunegym.cli.util import add_command, positive_int, progress_bar, stdout
-from prunegym.core.data import load_data
-from prunegym.core.models import build_model
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, prepare_run_dir
-from prunegym.core.train import TrainConfig, train
+from prunegym.core.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,10 @@ LATENCY_TARGET = 0.5  # keep half the baseline's latency on this device
 def train_baseline(run_dir: Path, *, epochs: int, seed: int = 0) -> Path:
     """Train the demo's baseline unless ``run_dir/baseline/best.pt`` is complete."""
     import torch
+
+    from prunegym.core.data import load_data
+    from prunegym.core.models import build_model
+    from prunegym.core.train import train
 
     out = run_dir / "baseline"
     cfg = TrainConfig(
@@ -65,6 +67,7 @@ def train_baseline(run_dir: Path, *, epochs: int, seed: int = 0) -> Path:
 def latency_table(run_dir: Path, baseline: Path, *, progress) -> Path:
     """Profile the predicted-latency table of the baseline on this device unless it is already there."""
     from prunegym.core.checkpoint import load_model
+    from prunegym.core.data import load_data
     from prunegym.env.latency import LatencyConfig, TableBuildConfig, build_latency_table
 
     out = run_dir / "latency.json"

@@ -6,9 +6,9 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
-from torch import nn
 
 from prunegym.cli.util import (
     add_command,
@@ -21,16 +21,15 @@ from prunegym.cli.util import (
     progress_bar,
     stdout,
 )
-from prunegym.core.checkpoint import load_model, read_checkpoint
-from prunegym.core.data import DataSplits, load_data
 from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import UserError
-from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm, recalibrate_bn
-from prunegym.core.models import model_info
-from prunegym.core.pruning import RemovedBlock
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir, refuse_existing_run
-from prunegym.core.stats import model_stats
-from prunegym.core.train import TrainConfig, sync_metrics, train
+from prunegym.core.train_config import TrainConfig
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands, so that parsing needs no PyTorch
+    from torch import nn
+
+    from prunegym.core.data import DataSplits
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,10 @@ def load_model_and_data(
 ) -> tuple[nn.Module, DataSplits | None]:
     """The model (zoo name, factory, or saved prunegym model) and, if given, the data it must fit; without data,
     ``in_channels`` (from an explicit input shape) builds a zoo model for that many channels."""
+    from prunegym.core.checkpoint import load_model
+    from prunegym.core.data import load_data
+    from prunegym.core.evaluate import check_model_fits_data
+
     splits = load_data(data, val_size=val_size, seed=seed) if data else None
     kwargs: dict[str, int] = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
     if not splits and in_channels is not None:
@@ -65,6 +68,8 @@ def load_model_and_data(
 
 def _trained_input_shape(model: str) -> tuple[int, ...] | None:
     """The input shape a saved model records (training checkpoints and replayed models do), else None."""
+    from prunegym.core.checkpoint import read_checkpoint
+
     if not (Path(model).is_dir() or model.endswith((".pt", ".pth"))) or not Path(model).exists():
         return None
     saved = read_checkpoint(model).get("input_shape")
@@ -72,6 +77,9 @@ def _trained_input_shape(model: str) -> tuple[int, ...] | None:
 
 
 def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | None, explicit: str | None) -> tuple:
+    from prunegym.core.checkpoint import read_checkpoint
+    from prunegym.core.models import model_info
+
     if explicit:
         try:
             shape = tuple(int(v) for v in explicit.split(","))
@@ -97,6 +105,9 @@ def resolve_input_shape(model: nn.Module, *, model_arg: str, data: DataSplits | 
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
+    from prunegym.core.pruning import RemovedBlock
+    from prunegym.core.stats import model_stats
+
     explicit = (
         resolve_input_shape(None, model_arg="", data=None, explicit=args.input_shape) if args.input_shape else None
     )
@@ -144,6 +155,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from prunegym.core.evaluate import evaluate, input_norm, recalibrate_bn
+
     net, splits = load_model_and_data(model=args.model, weights=args.weights, data=args.data)
     assert splits is not None
     x, y = {
@@ -199,6 +212,10 @@ class FinetuneConfig(TrainConfig):
 
 
 def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str) -> int:
+    from prunegym.core.checkpoint import read_checkpoint
+    from prunegym.core.evaluate import check_model_fits_data
+    from prunegym.core.train import sync_metrics, train
+
     cfg = config_from_args(cls, args)
     refuse_existing_run(cfg.out, resume=args.resume)  # before any data is loaded
     last = Path(cfg.out) / LAST_CHECKPOINT
