@@ -17,7 +17,7 @@ from prunegym.cli.util import (
     progress_bar,
     stdout,
 )
-from prunegym.env.factory import EnvSpec, build_env
+from prunegym.env.spec import EnvSpec
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ def rollout_actions(agent: str, *, episode: int, episodes: int, num_groups: int,
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
+    from prunegym.env.factory import build_env
+
     spec = config_from_args(EnvSpec, args)
     env = build_env(spec)
     rng = np.random.default_rng(spec.seed)

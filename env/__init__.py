@@ -9,12 +9,12 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "EnvConfig": "pruning_env",
-    "EnvSpec": "factory",
-    "LatencySpec": "factory",
+    "EnvConfig": "spec",
+    "EnvSpec": "spec",
+    "LatencySpec": "spec",
     "Evaluation": "evaluator",
     "Evaluator": "evaluator",
-    "EvaluatorConfig": "evaluator",
+    "EvaluatorConfig": "spec",
     "PruningEnv": "pruning_env",
     "build_env": "factory",
     "make_env": "factory",

@@ -23,54 +23,9 @@ from prunegym.core.evaluate import evaluate, input_norm, recalibrate_bn
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy, cost_table, kept_channels
 from prunegym.core.pruning.depth import inside
+from prunegym.env.spec import EvaluatorConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvaluatorConfig:
-    """How a candidate policy is scored.
-
-    Args:
-        val_size: images of the val split (carved from the training set) to score on; AMC used 5,000 on CIFAR.
-        bn_recalib_images: training images used to re-estimate BatchNorm statistics after pruning (0 = off).
-        bn_recalib_augment: augmentation of those images: None = the dataset's training augmentation (matches
-            the statistics training produced), or "none" / "crop" / "crop+flip".
-        finetune_steps: SGD steps of short finetuning before scoring (0 = none, AMC's setting).
-        finetune_lr: learning rate of that finetune (momentum 0.9, weight decay 5e-4, constant).
-        finetune_batch_size: batch size of that finetune.
-        report_every: with a ``report`` callback, score every this many finetune steps (for early stopping).
-        batch_size: evaluation batch size.
-        criterion: channel-selection criterion of the pruner (l1, l2, taylor, bn_scale, fpgm, lsq).
-        round_to: channel counts rounded to this multiple (empty: the latency table's; with measured latency the
-            device's NCHWc block, 8 with AVX2 and 16 with AVX-512; else 1).
-        residual_stream: search the residual channels of padded-shortcut ResNets too (one group per stage);
-            --no-residual-stream gives the inner-block groups only, as searches before it did.
-        calib_batches: batches of 64 training images given to data-driven criteria (taylor, lsq).
-        seed: seeds the BN re-calibration subset, the finetune batches and the finetune itself.
-        cache_size: how many evaluated candidates to remember.
-    """
-
-    val_size: int = 5000
-    bn_recalib_images: int = 500
-    bn_recalib_augment: str | None = None
-    finetune_steps: int = 0
-    finetune_lr: float = 0.01
-    finetune_batch_size: int = 64
-    report_every: int = 10
-    batch_size: int = 500
-    criterion: str = "l1"
-    round_to: int | None = None
-    residual_stream: bool = True
-    calib_batches: int = 4
-    seed: int = 0
-    cache_size: int = 4096
-
-    def __post_init__(self) -> None:
-        if self.val_size < 1:
-            raise UserError(f"val_size must be ≥ 1, got {self.val_size}")
-        if self.finetune_steps < 0 or self.bn_recalib_images < 0:
-            raise UserError("finetune_steps and bn_recalib_images must be ≥ 0")
 
 
 @dataclass(frozen=True)

@@ -3,112 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
 import torch
 
 from prunegym.core.checkpoint import load_model
-from prunegym.core.config import config_options, resolve_config
 from prunegym.core.data import load_data
-from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data
 from prunegym.core.onnxrt import resolve_provider
-from prunegym.env.evaluator import Evaluator, EvaluatorConfig
+from prunegym.env.evaluator import Evaluator
 from prunegym.env.latency import (
-    LatencyConfig,
     LatencyModel,
     LatencyTable,
     MeasuredLatency,
     PredictedLatency,
     nchwc_block,
 )
-from prunegym.env.pruning_env import EnvConfig, PruningEnv
+from prunegym.env.pruning_env import PruningEnv
+from prunegym.env.spec import EnvSpec, LatencySpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LatencySpec:
-    """How the device's latency enters the search.
-
-    Args:
-        latency: none, measured (ONNX Runtime, every candidate) or predicted (a table from `prunegym latency build`).
-        latency_table: the table for predicted latency.
-        provider: ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt).
-        threads: intra-op threads of the latency session.
-        latency_batch: batch size of a timed run.
-        latency_repeats: timed runs per measurement (a fifth of them, at least 3, warm up first).
-    """
-
-    latency: str = "none"
-    latency_table: str | None = None
-    provider: str = "cpu"
-    threads: int = 1
-    latency_batch: int = 1
-    latency_repeats: int = 30
-
-    def __post_init__(self) -> None:
-        if self.latency not in {"none", "measured", "predicted"}:
-            raise UserError(f"latency must be none, measured or predicted, got {self.latency!r}")
-        if self.latency == "predicted" and not self.latency_table:
-            raise UserError("latency predicted needs --latency-table FILE (make one with `prunegym latency build`)")
-
-    def measurement(self) -> LatencyConfig:
-        """The ONNX Runtime measurement these options describe."""
-        return LatencyConfig(
-            provider=self.provider,
-            intra_op_threads=self.threads,
-            batch_size=self.latency_batch,
-            repeats=self.latency_repeats,
-            warmup=max(3, self.latency_repeats // 5),
-        )
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """Everything that defines a search problem; every option is a CLI flag and a config key.
-
-    Build one from flat options with :meth:`from_options` (``EnvSpec.from_options(model="resnet20",
-    data="cifar10:DIR", val_size=1000)``) or from nested configs.
-
-    Args:
-        model: zoo name, package.module:factory or file.py:factory (?key=value for its arguments), or a saved prunegym model (file or run folder).
-        data: data spec (cifar10:DIR, digits, ...).
-        weights: weights of the base model.
-        seed: seeds the val split, the evaluator and the search.
-        evaluator: how a candidate is scored.
-        env: what an episode optimizes.
-        latency_spec: how the device's latency enters.
-        torch_threads: PyTorch intra-op threads of this process (empty: leave as is; 1 leaves a core to the
-            latency session).
-    """
-
-    model: str
-    data: str
-    weights: str | None = None
-    seed: int = 0
-    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    latency_spec: LatencySpec = field(default_factory=LatencySpec)
-    torch_threads: int | None = 1
-
-    @classmethod
-    def from_options(cls, **options: Any) -> EnvSpec:
-        """The spec of flat options (``val_size=1000``, ``target="latency"``).
-
-        Raises:
-            ConfigError: an unknown option, a value of the wrong type, or ``model``/``data`` missing.
-        """
-        return resolve_config(cls, file_values=options, flag_values={})
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> EnvSpec:
-        """The spec among ``values`` (a run's config.yaml, or a larger config's options); other keys ignored."""
-        names = config_options(cls)
-        return cls.from_options(**{k: v for k, v in values.items() if k in names})
 
 
 def default_round_to(how: LatencySpec) -> int:

@@ -6,7 +6,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -19,52 +18,9 @@ from prunegym.env.evaluator import Evaluator
 from prunegym.env.features import FEATURES, observation, static_features
 from prunegym.env.latency import LatencyModel
 from prunegym.env.rewards import RewardInputs, get_reward, needs_latency
+from prunegym.env.spec import EnvConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """What the episode optimizes.
-
-    Args:
-        target: the constrained resource, "macs", "params" or "latency".
-        target_ratio: the fraction of the unpruned model's resource to keep (0.5 = half the MACs).
-        reward: acc (val accuracy; the budget is a hard wall, AMC's resource-constrained mode), acc_flops
-            (-error × log MACs, AMC's accuracy-guaranteed mode), latency_soft (accuracy × (latency/target)^w,
-            MnasNet's soft constraint, w = --latency-weight), latency_hard (accuracy, divided by latency/target
-            when over it).
-        min_ratio: smallest ratio an action maps to.
-        max_ratio: largest ratio an action maps to (and the ratio the action wall assumes for later groups).
-        action_wall: clip each action so the target stays reachable (AMC's resource-constrained mode).
-        latency_weight: the exponent w of the soft latency reward (MnasNet: −0.07).
-        depth: the group inside a removable residual block (one with an identity shortcut) may also remove the
-            whole block: the top remove_band of its action range means "remove".
-        remove_band: the fraction of a block group's action range, at its top end, that removes the block.
-    """
-
-    target: str = "macs"
-    target_ratio: float = 0.5
-    reward: str = "acc"
-    min_ratio: float = 0.0
-    max_ratio: float = 0.8
-    action_wall: bool = True
-    latency_weight: float = -0.07
-    depth: bool = True
-    remove_band: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.target not in {"macs", "params", "latency"}:
-            raise UserError(f"target must be macs, params or latency, got {self.target!r}")
-        if not 0.0 <= self.min_ratio <= self.max_ratio < 1.0:
-            raise UserError(
-                f"need 0 ≤ min_ratio ≤ max_ratio < 1, got min_ratio={self.min_ratio}, max_ratio={self.max_ratio}"
-            )
-        if not 0.0 < self.target_ratio <= 1.0:
-            raise UserError(f"target_ratio must be in (0, 1], got {self.target_ratio}")
-        if not 0.0 < self.remove_band < 1.0:
-            raise UserError(f"remove_band must be in (0, 1), got {self.remove_band}")
-        get_reward(self.reward)
 
 
 class PruningEnv(gym.Env):
