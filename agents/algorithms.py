@@ -19,12 +19,12 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import GymEnv
 
 from prunegym.agents.ddpg import AMC_NET_ARCH, make_amc_ddpg, num_groups_of
+from prunegym.agents.search_config import AGENT_NAMES
 
 __all__ = ["AGENT_NAMES", "PPO_EPISODES_PER_ROLLOUT", "make_agent"]
 
 log = logging.getLogger(__name__)
 
-AGENT_NAMES: tuple[str, ...] = ("ddpg", "td3", "sac", "ppo")
 # PPO collects this many whole episodes per update (n_steps = 8 × num_groups) in minibatches of 2 episodes.
 PPO_EPISODES_PER_ROLLOUT = 8
 TD3_NOISE_SIGMA = 0.2  # Gaussian exploration in SB3's [-1, 1] units (0.1 in [0, 1] units)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prunegym.agents.algorithms import AGENT_NAMES
-from prunegym.agents.checkpoint import CHECKPOINTS_DIR, SearchCheckpoint, read_latest_checkpoint
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.records import truncate_episodes
 from prunegym.core.run_folder import EPISODES_FILE
 
-__all__ = ["SEARCH_AGENTS", "SearchConfig", "resume_point"]
+if TYPE_CHECKING:  # the checkpoint code (torch, SB3) loads in resume_point, so the CLI parses without it
+    from prunegym.agents.checkpoint import SearchCheckpoint
+
+__all__ = ["AGENT_NAMES", "SEARCH_AGENTS", "SearchConfig", "resume_point"]
 
 log = logging.getLogger(__name__)
 
+AGENT_NAMES: tuple[str, ...] = ("ddpg", "td3", "sac", "ppo")  # the stable-baselines3 agents
 SEARCH_AGENTS: tuple[str, ...] = (*AGENT_NAMES, "random")
 # Settings that must not change between a checkpoint and its resume (the episode budget may grow).
 _FIXED_ON_RESUME = ("agent", "seed", "warmup_episodes")
@@ -88,6 +90,8 @@ def resume_point(
     dropped (they will be played again), and the checkpoint must come from the same agent, seed, warm-up and
     number of groups; the episode budget may grow.
     """
+    from prunegym.agents.checkpoint import CHECKPOINTS_DIR, read_latest_checkpoint
+
     run_dir = Path(run_dir)
     checkpoint = read_latest_checkpoint(run_dir)
     episodes_path = run_dir / EPISODES_FILE

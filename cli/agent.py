@@ -28,7 +28,7 @@ from prunegym.core.run_folder import (
     read_run_config,
     refuse_existing_run,
 )
-from prunegym.env.factory import EnvSpec
+from prunegym.env.spec import EnvSpec
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from prunegym.core.config import config_to_dict
 from prunegym.core.errors import UserError
 from prunegym.core.policy import Policy
 from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, prepare_run_dir, refuse_existing_run
-from prunegym.env.factory import EnvSpec, build_env
+from prunegym.env.spec import EnvSpec
 from prunegym.search.optuna_config import StudyConfig
 from prunegym.search.optuna_storage import redact_url
 
@@ -68,6 +68,7 @@ def optuna_config_values(cfg: OptunaRunConfig) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
+    from prunegym.env.factory import build_env
     from prunegym.search.optuna_study import run_study, summary_dict
 
     cfg = _resolve(args)

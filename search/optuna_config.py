@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import optuna
 
 from prunegym.core.errors import ConfigError
-from prunegym.env.pruning_env import PruningEnv
+
+if TYPE_CHECKING:
+    from prunegym.env.pruning_env import PruningEnv
 
 __all__ = ["OBJECTIVES", "PRUNERS", "SAMPLERS", "StudyConfig", "make_pruner", "make_sampler", "sampler_seed"]
 
