@@ -11,11 +11,10 @@ import argparse
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 from prunegym.cli.model import load_model_and_data, resolve_input_shape
 from prunegym.cli.util import (
@@ -25,31 +24,17 @@ from prunegym.cli.util import (
     progress_bar,
     stdout,
 )
-from prunegym.core.checkpoint import save_model
-from prunegym.core.data import load_data
 from prunegym.core.errors import UserError
-from prunegym.core.evaluate import check_model_fits_data
 from prunegym.core.io import atomic_write_text, write_json
-from prunegym.core.models import model_info
 from prunegym.core.policy import Policy
-from prunegym.core.pruning import CostTable, kept_channels, max_abs_diff, transform, uniform_ratio_for_macs
 from prunegym.core.run_folder import CONFIG_FILE, MODEL_FILE, prepare_run_dir
-from prunegym.workflow import (
-    AnaConfig,
-    IterateConfig,
-    PruneConfig,
-    RoundResult,
-    Summary,
-    TransformConfig,
-    check_finished_rounds,
-    iterate_rounds,
-    load_masked_model,
-    prune_model,
-    save_pruned,
-    summarize,
-    traced_cost_table,
-    val_accuracy,
-)
+from prunegym.workflow.configs import AnaConfig, IterateConfig, PruneConfig, TransformConfig
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands, so that parsing needs no PyTorch
+    from torch import nn
+
+    from prunegym.core.pruning import CostTable
+    from prunegym.workflow import RoundResult, Summary
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +84,8 @@ def _print_summary(summary: Summary, *, title: str) -> None:
 
 
 def _meta(net: nn.Module, cfg: Any, shape: tuple[int, int, int], source: str) -> dict[str, Any]:
+    from prunegym.core.models import model_info
+
     info = model_info(net)
     return {
         "model": info.name if info else cfg.model,
@@ -112,6 +99,8 @@ def _meta(net: nn.Module, cfg: Any, shape: tuple[int, int, int], source: str) ->
 def _uniform_policy(
     net: nn.Module, table: CostTable, shape: tuple[int, int, int], *, rate: float, meta: dict[str, Any]
 ) -> Policy:
+    from prunegym.core.pruning import uniform_ratio_for_macs
+
     round_to = meta["round_to"]
     top = min((n - 1) / n for n in table.channels.values() if n > 1) - 1e-6
     max_rate = 1.0 - table.predict(dict.fromkeys(table.channels, top), round_to=round_to)[0] / table.macs
@@ -144,6 +133,8 @@ def _ana_policy(
 
 
 def cmd_ana(args: argparse.Namespace) -> int:
+    from prunegym.workflow import traced_cost_table
+
     cfg = config_from_args(AnaConfig, args)
     net, splits = load_model_and_data(
         model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
@@ -213,6 +204,9 @@ def cmd_ana(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from prunegym.core.pruning import kept_channels
+    from prunegym.workflow import prune_model, save_pruned, traced_cost_table
+
     cfg = config_from_args(PruneConfig, args)
     net, splits = load_model_and_data(
         model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed
@@ -272,6 +266,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
+    from prunegym.core.checkpoint import save_model
+    from prunegym.core.data import load_data
+    from prunegym.core.evaluate import check_model_fits_data
+    from prunegym.core.pruning import max_abs_diff, transform
+    from prunegym.workflow import load_masked_model, summarize, traced_cost_table, val_accuracy
+
     cfg = config_from_args(TransformConfig, args)
     splits = load_data(cfg.data, val_size=cfg.val_size, seed=cfg.seed) if cfg.data else None
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels} if splits else {}
@@ -320,6 +320,15 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
+    from prunegym.core.checkpoint import save_model
+    from prunegym.workflow import (
+        check_finished_rounds,
+        iterate_rounds,
+        summarize,
+        traced_cost_table,
+        val_accuracy,
+    )
+
     cfg = config_from_args(IterateConfig, args)
     net, splits = load_model_and_data(
         model=cfg.model, weights=cfg.weights, data=cfg.data, val_size=cfg.val_size, seed=cfg.seed

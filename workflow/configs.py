@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunegym.core.errors import ConfigError
-from prunegym.core.pruning import CRITERIA
-from prunegym.core.train import TrainConfig
+from prunegym.core.train_config import TrainConfig
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MODES = ("dense", "masked")
@@ -28,6 +27,8 @@ def _check_fraction(name: str, value: float, *, closed_low: bool = False) -> Non
 
 def _check_common(*, criterion: str, round_to: int, bn_recalib_images: int, val_size: int | None) -> None:
     """Raise :class:`ConfigError` for the options every command shares."""
+    from prunegym.core.pruning import CRITERIA  # lazily: the CLI builds its flags from these configs without torch
+
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown --criterion '{criterion}'; use one of {', '.join(CRITERIA)}")
     if round_to < 1:
