@@ -145,3 +145,39 @@ def test_workers_creating_a_new_storage_together_all_succeed(postgres_url: str) 
         procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+
+
+def test_a_killed_workers_running_trial_is_failed_by_the_heartbeat_and_run_again(
+    postgres_url: str, digits_model: Path, tmp_path: Path
+) -> None:
+    """kill -9 a worker mid-trial: the next worker marks its RUNNING trial FAIL once the heartbeat's grace period
+    is over and runs those parameters again; nothing stays RUNNING."""
+    import time
+
+    study = f"beat-{uuid.uuid4().hex[:8]}"
+    slow = ["--finetune-steps", "400", "--heartbeat", "1"]  # trials of seconds, a heartbeat every second
+    args = worker_args(model=digits_model, url=postgres_url, study=study, out=tmp_path / "w1", n_trials=3)
+    victim = subprocess.Popen([*args, *slow], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    deadline = time.time() + 180
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.number >= 1]
+    victim.kill()
+    victim.wait(timeout=30)
+    assert running, "the first worker never had a trial running"
+    time.sleep(4)  # past the grace period (3 heartbeats)
+    args = worker_args(model=digits_model, url=postgres_url, study=study, out=tmp_path / "w2", n_trials=2)
+    done = subprocess.run([*args, *slow], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    killed = next(t for t in trials if t.number == running[0].number)
+    assert killed.state == TrialState.FAIL
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    retried = [t for t in trials if t.number > killed.number and t.params == killed.params]
+    assert retried, "the failed trial's parameters were not run again"
