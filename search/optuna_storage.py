@@ -173,17 +173,20 @@ def _rdb_storage(url: str, *, beat: dict, attempts: int = 5) -> BaseStorage:
 
     Two processes issuing Optuna's ``CREATE TABLE`` together on a fresh PostgreSQL database make one of them fail
     with a unique-violation on the catalog (``pg_type_typname_nsp_index``); the tables exist once the other is
-    done, so a short randomized back-off and a retry is all it takes.
+    done, so a short randomized back-off and a retry is all it takes. SQLite does the same with "table … already
+    exists" or "database is locked" when several workers on one machine open a new file together.
     """
     import sqlalchemy.exc
+
+    transient = ("already exists", "duplicate key", "database is locked", "UNIQUE constraint failed")
 
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
-            if attempt == attempts - 1 or ("already exists" not in str(exc) and "duplicate key" not in str(exc)):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
+            if attempt == attempts - 1 or not any(t in str(exc) for t in transient):
                 raise
             log.info("another worker is creating the storage schema; retrying (%s)", _first_line(exc))
             time.sleep(0.2 + random.random() * (attempt + 1))
