@@ -24,8 +24,16 @@ from prunegym.cli.util import (
 )
 from prunegym.core.config import config_to_dict
 from prunegym.core.errors import UserError
+from prunegym.core.io import read_jsonl
 from prunegym.core.policy import Policy
-from prunegym.core.run_folder import CONFIG_FILE, STUDY_FILE, prepare_run_dir, refuse_existing_run
+from prunegym.core.run_folder import (
+    BEST_POLICY_FILE,
+    CONFIG_FILE,
+    EPISODES_FILE,
+    STUDY_FILE,
+    prepare_run_dir,
+    refuse_existing_run,
+)
 from prunegym.env.spec import EnvSpec
 from prunegym.search.optuna_config import StudyConfig
 from prunegym.search.optuna_storage import redact_url
@@ -66,16 +74,22 @@ def optuna_config_values(cfg: OptunaRunConfig) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _resolve(args)
+    spec, study, run_dir = cfg.problem, cfg.study, cfg.run_dir
+    refuse_existing_run(run_dir, resume=args.resume, markers=(CONFIG_FILE, STUDY_FILE))
+    done = read_jsonl(run_dir / EPISODES_FILE) if args.resume else []
+    if len(done) >= study.n_trials:  # this worker's share is finished: nothing to load
+        best = max((r for r in done if r.get("reward") is not None), key=lambda r: r["reward"], default=None)
+        tail = "" if best is None else f"; best reward {best['reward']:.4f} at trial {best['episode']}"
+        stdout.print(f"{run_dir} already ran {len(done)} trials{tail} → {run_dir / BEST_POLICY_FILE}")
+        return 0
     import optuna
 
     from prunegym.env.factory import build_env
     from prunegym.search.optuna_study import run_study, summary_dict
 
-    cfg = _resolve(args)
-    spec, study, run_dir = cfg.problem, cfg.study, cfg.run_dir
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and our own log lines say enough
-    refuse_existing_run(run_dir, resume=args.resume, markers=(CONFIG_FILE, STUDY_FILE))
     enqueue = [Policy.load(p) for p in args.enqueue or ()]
     env = build_env(spec)
     prepare_run_dir(run_dir, config=optuna_config_values(cfg), resume=True, command="optuna run")
