@@ -90,12 +90,5 @@ class StepStamps:
 
     def record(self, step: str, settings: Mapping[str, Any]) -> None:
         """Record that ``step``'s outputs were just made from ``settings``."""
-        self._data[step] = {
-            "stamp": stamp_of(settings),
-            "settings": json.loads(json.dumps(dict(settings), default=str)),
-        }
+        self._data[step] = {"stamp": stamp_of(settings), "settings": _plain(settings)}
         atomic_write_text(self.path, json.dumps(self._data, indent=2, sort_keys=True) + "\n")
-
-    def stamp(self, step: str) -> str | None:
-        """The recorded stamp of ``step`` (None when it never ran)."""
-        return (self._data.get(step) or {}).get("stamp")
