@@ -161,6 +161,21 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
         action.default = value
 
 
+def _set_torch_threads(n: int | None) -> None:
+    """One PyTorch thread unless ``--torch-threads`` or ``OMP_NUM_THREADS`` says otherwise (two threads on a busy
+    2-core machine ran 7-9x slower than one). PyTorch is imported by the command itself, later: it reads
+    ``OMP_NUM_THREADS`` then; a torch already imported is told directly."""
+    import os
+
+    if n is not None:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The top-level command ``argv`` runs (its first non-option token, when that names one), if any."""
     first = next((tok for tok in argv if not tok.startswith("-")), None)
@@ -185,9 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    torch = sys.modules.get("torch")  # only when the command's family imported it (deploy runs without it)
-    if torch is not None:  # one thread by default: the safe choice on the small shared machines we run on
-        torch.set_num_threads(int(getattr(args, "torch_threads", None) or 1))
+    _set_torch_threads(getattr(args, "torch_threads", None))
     try:
         with allowed_factories(_typed_factories(argv)):
             return int(args.func(args) or 0)

@@ -166,3 +166,19 @@ def test_train_eval_and_resume_from_the_cli(tmp_path: Path, capsys) -> None:
     code, out_json, _ = run(capsys, "eval", "--model", str(out / "best.pt"), "--data", "digits", "--json")
     result = json.loads(out_json)
     assert code == 0 and result["n"] == 359 and result["top1"] > 60.0  # two epochs (chance is 10%)
+
+
+@pytest.mark.parametrize(("extra", "threads"), [([], 1), (["--torch-threads", "2"], 2)])
+def test_commands_run_on_one_torch_thread_unless_told(extra: list[str], threads: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from prunegym.cli.main import main\n"
+        "main(['stat', '--model', 'smallcnn', '--input-shape', '1,8,8', '--json', *sys.argv[1:]])\n"
+        "import torch; print('THREADS', torch.get_num_threads(), file=sys.stderr)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, env=env, timeout=120)
+    assert f"THREADS {threads}" in done.stderr, done.stderr[-500:]
