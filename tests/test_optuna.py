@@ -243,16 +243,7 @@ def test_optuna_dashboard_serves_a_run_on_loopback(tmp_path: Path) -> None:
 
 def test_workers_creating_a_new_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
     """Several workers opening one brand-new SQLite file at once race on the schema; none may fail."""
-    import subprocess
-    import sys
+    from storage_helpers import open_storage_together
 
     for i in range(3):
-        url = f"sqlite:///{tmp_path / f'race{i}.db'}"
-        code = (
-            "from pathlib import Path\n"
-            "from prunegym.search.optuna_storage import open_storage, resolve_storage\n"
-            f"open_storage(resolve_storage({url!r}, run_dir=Path('.')))\n"
-        )
-        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(3)]
-        errors = [p.communicate(timeout=120)[1] for p in procs]
-        assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+        assert open_storage_together(f"sqlite:///{tmp_path / f'race{i}.db'}", workers=3) == []

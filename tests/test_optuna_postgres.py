@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from optuna.trial import TrialState
+from storage_helpers import open_storage_together
 
 from prunegym.core.checkpoint import save_model
 from prunegym.core.data import load_data
@@ -136,15 +137,7 @@ def test_workers_creating_a_new_storage_together_all_succeed(postgres_url: str) 
         schema = f"race_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
-        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-        code = (
-            "from pathlib import Path\n"
-            "from prunegym.search.optuna_storage import open_storage, resolve_storage\n"
-            f"open_storage(resolve_storage({url!r}, run_dir=Path('.')))\n"
-        )
-        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
-        errors = [p.communicate(timeout=120)[1] for p in procs]
-        assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+        assert open_storage_together(f"{postgres_url}?options=-csearch_path%3D{schema}", workers=4) == []
 
 
 def test_a_killed_workers_running_trial_is_failed_by_the_heartbeat_and_run_again(
