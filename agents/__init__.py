@@ -10,8 +10,7 @@ Public API, imported lazily so that ``prunegym --help`` does not load stable-bas
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prunegym.core.lazy import lazy_attributes
 
 __all__ = [
     "AGENT_NAMES",
@@ -30,7 +29,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "AGENT_NAMES": "algorithms",
+    "AGENT_NAMES": "search_config",
     "AMCDDPG": "ddpg",
     "SEARCH_AGENTS": "search_config",
     "EpisodeRewardReplayBuffer": "buffer",
@@ -46,8 +45,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'prunegym.agents' has no attribute '{name}'")
-    where = _WHERE[name]
-    return getattr(importlib.import_module(where if "." in where else f"prunegym.agents.{where}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -5,8 +5,7 @@ Names are imported lazily (importing this package loads neither PyTorch nor Gymn
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prunegym.core.lazy import lazy_attributes
 
 _WHERE = {
     "EnvConfig": "spec",
@@ -23,7 +22,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'prunegym.env' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"prunegym.env.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

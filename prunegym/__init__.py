@@ -20,9 +20,10 @@ The environment is registered with Gymnasium as ``prunegym/Pruning-v0`` (keyword
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prunegym.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # editors and type checkers resolve the lazy names here
     from prunegym.agents.ddpg import AMCDDPG
@@ -80,12 +81,7 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'prunegym' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

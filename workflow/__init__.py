@@ -21,8 +21,9 @@ Names are imported lazily, so that importing one module (e.g. the configs) does 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prunegym.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from prunegym.workflow.configs import AnaConfig, IterateConfig, PruneConfig, TransformConfig
@@ -96,8 +97,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use."""
-    if name not in _WHERE:
-        raise AttributeError(f"module 'prunegym.workflow' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"prunegym.workflow.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -12,8 +12,7 @@ are re-exported here because this package's functions take and return them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prunegym.core.lazy import lazy_attributes
 
 # names load lazily, so that the CLI can read TableBuildConfig's options without importing PyTorch
 _WHERE = {
@@ -44,7 +43,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'prunegym.env.latency' has no attribute '{name}'")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
