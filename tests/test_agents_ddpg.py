@@ -300,10 +300,20 @@ def test_run_search_outputs_interrupt_and_resume(tmp_path: Path) -> None:
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_b / "tensorboard" / "search"))
-    events.Reload()
-    assert [e.step for e in events.Scalars("search/reward")] == list(range(8))
-    assert "actions/layer0.conv" in events.Tags()["scalars"]
+    # one file per writer (the run, then its resume, which purges the steps it replays); read each in the order
+    # written: a directory reader follows the files' names, whose per-process counter suffix sorts "…10" before
+    # "…9", so it skips one when earlier tests in the process made many writers
+    files = sorted((run_b / "tensorboard" / "search").glob("events.out.tfevents.*"), key=lambda f: f.stat().st_mtime)
+    steps: list[int] = []
+    tags: set[str] = set()
+    for f in files:
+        events = EventAccumulator(str(f))
+        events.Reload()
+        new = [e.step for e in events.Scalars("search/reward")]
+        steps = [x for x in steps if not new or x < new[0]] + new
+        tags |= set(events.Tags()["scalars"])
+    assert steps == list(range(8))
+    assert "actions/layer0.conv" in tags
     assert list((run_b / "tensorboard").glob("ddpg_1/events.out.tfevents*"))  # SB3's losses
 
     assert plot_search_curve(run_dir=run_b, warmup_episodes=2).stat().st_size > 0
