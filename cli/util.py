@@ -9,6 +9,7 @@ import types
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from rich.progress import (
 )
 
 from prunegym.core.config import config_options, read_config_file, resolve_config
+from prunegym.core.run_folder import CONFIG_FILE, WRITTEN_KEYS
 
 C = TypeVar("C")
 log = logging.getLogger(__name__)
@@ -126,10 +128,6 @@ def add_config_flags(
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     """The command's config: ``--config`` (or, with ``--resume`` and only ``--out``, the run folder's own
     config.yaml) under the flags typed."""
-    from pathlib import Path
-
-    from prunegym.core.run_folder import CONFIG_FILE, WRITTEN_KEYS
-
     file_values: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_values = read_config_file(args.config)
