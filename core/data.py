@@ -151,15 +151,17 @@ def load_data(spec: str, *, val_size: int | None = None, seed: int = 0) -> DataS
     return _split(spec, raw, val_size=val_size, seed=seed)
 
 
-def _take(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:  # numpy fancy indexing: ~10x torch's on uint8
-    return torch.from_numpy(np.take(t.numpy(), idx, axis=0))
+def _take(t: torch.Tensor, idx: np.ndarray | None) -> torch.Tensor:
+    """``t[idx]`` (numpy fancy indexing: ~10x torch's on uint8); ``None`` takes all of ``t`` without a copy."""
+    return t if idx is None else torch.from_numpy(np.take(t.numpy(), idx, axis=0))
 
 
 def _splits(
-    spec: str, raw: RawData, *, train: np.ndarray, val: np.ndarray, test: np.ndarray, val_from: str
+    spec: str, raw: RawData, *, train: np.ndarray | None, val: np.ndarray, test: np.ndarray | None, val_from: str
 ) -> DataSplits:
     """The splits: ``train`` indexes the training images, ``val`` the ``val_from`` ones ("train" or "test"),
-    ``test`` the test images; normalization statistics come from the training split."""
+    ``test`` the test images (``None``: all of them, not copied); normalization statistics come from the
+    training split."""
     val_pool = (raw.train_x, raw.train_y) if val_from == "train" else (raw.test_x, raw.test_y)
     train_x = _take(raw.train_x, train)
     mean, std = _channel_stats(train_x)
@@ -190,7 +192,7 @@ def _split_test_half(spec: str, raw: RawData) -> DataSplits:
         raise DataError(f"{spec!r}: val=test-half needs a test set of at least 2 images, got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(TEST_HALF_SEED))
     val_idx, test_idx = perm[: n // 2].sort().values.numpy(), perm[n // 2 :].sort().values.numpy()
-    return _splits(spec, raw, train=np.arange(len(raw.train_y)), val=val_idx, test=test_idx, val_from="test")
+    return _splits(spec, raw, train=None, val=val_idx, test=test_idx, val_from="test")
 
 
 def _split(spec: str, raw: RawData, *, val_size: int | None, seed: int) -> DataSplits:
@@ -201,7 +203,7 @@ def _split(spec: str, raw: RawData, *, val_size: int | None, seed: int) -> DataS
         raise DataError(f"val_size={val_size} does not fit the {n} training images of {spec!r}; use 0 to {n - 1}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:val_size].sort().values.numpy(), perm[val_size:].sort().values.numpy()
-    return _splits(spec, raw, train=train_idx, val=val_idx, test=np.arange(len(raw.test_y)), val_from="train")
+    return _splits(spec, raw, train=train_idx, val=val_idx, test=None, val_from="train")
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
