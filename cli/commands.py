@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REGISTRY", "CommandFamily", "command_help", "family_of"]
+__all__ = ["CONFIG_BACKED", "REGISTRY", "CommandFamily", "command_help", "family_of"]
+
+# the attribute set on a command's parser whose options come from a config dataclass (it reads --config itself)
+CONFIG_BACKED = "prunegym_config_backed"
 
 
 @dataclass(frozen=True)

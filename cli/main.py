@@ -16,7 +16,7 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from prunegym.cli.commands import REGISTRY, CommandFamily, family_of
+from prunegym.cli.commands import CONFIG_BACKED, REGISTRY, CommandFamily, family_of
 from prunegym.core.config import read_config_file
 from prunegym.core.errors import ConfigError, UserError
 from prunegym.core.user_models import allowed_factories, is_factory_spec
@@ -129,7 +129,8 @@ _NOT_FROM_FILE = {"help", "config", "allow_import", "func"}
 def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """Make a command's ``--config FILE`` the defaults of its plain argparse options (flags still override).
 
-    Commands whose options come from a config dataclass (``default=SUPPRESS``) read the file themselves
+    Commands whose options come from a config dataclass (marked by :func:`~prunegym.cli.util.add_config_flags`)
+    read the file themselves
     (:func:`~prunegym.cli.util.config_from_args`, which also checks its keys); for the others the file's keys
     must be the command's options (positionals included), with one line naming any other.
     """
@@ -137,9 +138,9 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     leaf = _leaf_parser(parser, argv) if path else None
     if leaf is None or path is None:
         return
+    if getattr(leaf, CONFIG_BACKED, False):
+        return
     actions = [a for a in leaf._actions if a.dest not in _NOT_FROM_FILE]
-    if any(a.default is argparse.SUPPRESS and a.option_strings and a.dest != "torch_threads" for a in actions):
-        return  # config-dataclass flags (every command's --torch-threads aside)
     values = read_config_file(path)
     by_dest = {a.dest: a for a in actions}
     unknown = sorted(set(values) - set(by_dest))

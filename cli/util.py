@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from prunegym.cli.commands import CONFIG_BACKED
 from prunegym.core.config import config_options, read_config_file, resolve_config
 from prunegym.core.run_folder import CONFIG_FILE, WRITTEN_KEYS
 
@@ -103,6 +104,7 @@ def add_config_flags(
     """One flag per option of config dataclass ``cls`` (``--option-name``; nested configs flattened), typed from
     its annotation, with the help text of the field's ``Args:`` docstring line (``help`` overrides) and its default.
     """
+    setattr(parser, CONFIG_BACKED, True)  # it reads --config itself (config_from_args checks the keys)
     help = help or {}
     for opt in config_options(cls).values():
         if opt.name in skip:
