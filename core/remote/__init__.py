@@ -1,0 +1,1 @@
+"""prunegym.core.remote: a device worker and its Redis queue (torch-free)."""
