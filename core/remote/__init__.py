@@ -7,12 +7,22 @@ worker runs on a device where PyTorch is not installed.
 from __future__ import annotations
 
 from prunegym.core.remote.client import RemoteDevice
-from prunegym.core.remote.jobs import DEFAULT_MAX_JOB_BYTES, BadJob, JobSpec, decode_job, encode_job
+from prunegym.core.remote.jobs import (
+    DEFAULT_MAX_JOB_BYTES,
+    JOB_FORMAT,
+    MAGIC,
+    BadJob,
+    JobSpec,
+    decode_job,
+    encode_job,
+)
 from prunegym.core.remote.queue import REMOTE_MISSING, DeviceInfo, DeviceQueue, RemoteTimeout, cache_key
 from prunegym.core.remote.worker import DeviceWorker, measure_job
 
 __all__ = [
     "DEFAULT_MAX_JOB_BYTES",
+    "JOB_FORMAT",
+    "MAGIC",
     "REMOTE_MISSING",
     "BadJob",
     "DeviceInfo",

@@ -209,7 +209,7 @@ class DeviceWorker:
 
     def handle(self, job: str, attempt: int) -> bool:
         """Run one claimed job and record its result (an error result for a bad job). Whether it was recorded."""
-        started = time.perf_counter()
+        started, wall_start = time.perf_counter(), time.time()
         base = {"job": job, "device": self.name, "worker": self.worker_id, "attempt": attempt}
         base |= {"runtime": self.runtime, "threads": self.threads, "host": self.record}
         size = self.queue.payload_size(job)
@@ -241,6 +241,7 @@ class DeviceWorker:
                 log.exception("job %s failed", job)
                 result = {**base, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         result["seconds"] = round(time.perf_counter() - started, 4)
+        result["started"], result["finished"] = wall_start, time.time()  # when the device was busy (serialization)
         recorded = self.queue.record(self.name, job, result=result, worker=self.worker_id, cache=key)
         log.info(
             "job %s %s in %.2f s%s",
