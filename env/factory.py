@@ -85,7 +85,7 @@ def build_env(spec: EnvSpec) -> PruningEnv:
         )
     elif how.latency == "predicted":
         latency = PredictedLatency.load(
-            how.latency_table, evaluator=evaluator, provider=how.provider, threads=how.threads
+            how.latency_table, evaluator=evaluator, provider=how.provider, threads=how.threads, runtime=how.runtime
         )
     return PruningEnv(evaluator=evaluator, config=spec.env, latency=latency)
 

@@ -6,7 +6,7 @@ worker runs on a device where PyTorch is not installed.
 
 from __future__ import annotations
 
-from prunegym.core.remote.client import RemoteDevice
+from prunegym.core.remote.client import RemoteDevice, RemoteInterleaved
 from prunegym.core.remote.jobs import (
     DEFAULT_MAX_JOB_BYTES,
     JOB_FORMAT,
@@ -30,6 +30,7 @@ __all__ = [
     "DeviceWorker",
     "JobSpec",
     "RemoteDevice",
+    "RemoteInterleaved",
     "RemoteTimeout",
     "cache_key",
     "decode_job",

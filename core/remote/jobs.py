@@ -48,6 +48,8 @@ class JobSpec:
         std: per-channel std of the input normalization (accuracy jobs).
         labels: class names in the model's output order (accuracy jobs; matched to the folder's class names).
         limit: images to score at most (accuracy jobs; 0: all).
+        raw_times: return every timed run (models × rounds × runs, both clocks), not only the summaries.
+        tag: any text; it enters the cache key, so that a job meant to be re-measured is not answered from the cache.
     """
 
     kind: str = "latency"
@@ -64,6 +66,8 @@ class JobSpec:
     std: tuple[float, ...] = ()
     labels: tuple[str, ...] = ()
     limit: int = 0
+    raw_times: int = 0
+    tag: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,7 +75,7 @@ class JobSpec:
         for name in ("batch", "repeats", "rounds", "throughput_repeats"):
             if not 1 <= getattr(self, name) <= 100_000:
                 raise BadJob(f"job {name} must be in 1..100000, got {getattr(self, name)}")
-        for name in ("warmup", "round_warmup", "throughput_batch", "limit"):
+        for name in ("warmup", "round_warmup", "throughput_batch", "limit", "raw_times"):
             if not 0 <= getattr(self, name) <= 1_000_000:
                 raise BadJob(f"job {name} must be in 0..1000000, got {getattr(self, name)}")
         if self.clock not in ("auto", "cpu", "wall"):

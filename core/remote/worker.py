@@ -61,6 +61,8 @@ def _latency(models: Sequence[bytes], spec: JobSpec, *, runtime: str, threads: i
         "ratio_to_first": [list(round_ratio(rounds[i], rounds[0])) for i in range(len(models))],
         "runs_per_model": int(times.times(clock)[0].size),
     }
+    if spec.raw_times:
+        out["times_ms"] = {"cpu": times.cpu_ms.round(6).tolist(), "wall": times.wall_ms.round(6).tolist()}
     if spec.throughput_batch:
         fps: list[list[float]] = [[] for _ in models]
         subjects = []

@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def device_round_to(record: Mapping[str, object]) -> int:
-    """The channel block of a device's runtime from its host record: 16 with AVX-512, 8 with AVX2, else 1."""
+    """The channel block of a device's runtime from its host record (or a table's device info): 16 with AVX-512,
+    8 with AVX2, else 1 (ONNX Runtime's NCHWc and OpenVINO's blocked layouts alike)."""
     flags = set(record.get("cpu_flags") or ())  # type: ignore[call-overload]
-    if str(record.get("arch", "")).lower() not in {"x86_64", "amd64"}:
+    if str(record.get("arch", record.get("machine", ""))).lower() not in {"x86_64", "amd64"}:
         return 1
     if "avx512f" in flags:
         return 16
