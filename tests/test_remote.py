@@ -240,3 +240,40 @@ def test_device_list_shows_devices_and_queue_depth(redis_url: str, prefix: str, 
     assert main(["device", "list", "--redis", redis_url, "--prefix", prefix, "--json"]) == 0
     (dev,) = json.loads(capsys.readouterr().out)
     assert (dev["name"], dev["workers"], dev["pending"], dev["record"]["cpu"]) == ("pi4", 1, 3, "Cortex-A72")
+
+
+def test_latency_build_and_deploy_bench_run_on_the_remote_device(
+    redis_url: str, onnx_model: bytes, tmp_path, capsys
+) -> None:
+    name = f"edge-{uuid.uuid4().hex[:8]}"  # the default key prefix, as the commands use it
+    worker = DeviceWorker(queue=DeviceQueue(redis_url, visibility_timeout=5), name=name)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    q = DeviceQueue(redis_url)
+    try:
+        wait_registered(q, name)
+        table = tmp_path / "table.json"
+        argv = ["latency", "build", "--model", "smallcnn", "--data", "digits", "--grid-step", "8", "--calib-rounds"]
+        argv += ["4", "--latency", "remote", "--device", name, "--redis", redis_url, "--out", str(table), "--json"]
+        assert main(argv) == 0
+        device = json.loads(capsys.readouterr().out)["device"]
+        assert device["remote_device"] == name and device["runtime"] == "ort"
+        assert device["cpu_flags"] == worker.record["cpu_flags"] and device["hostname"] == worker.record["hostname"]
+        jobs = int(q.redis.hget(q._dev(name, "stats"), "done"))
+        assert jobs >= 2  # the layer chunks and the calibration models, each a job on the device
+        bundle = tmp_path / "bundle"
+        bundle.mkdir()
+        (bundle / "model.onnx").write_bytes(onnx_model)
+        (bundle / "model.int8.onnx").write_bytes(onnx_model)
+        argv = ["deploy", "bench", str(bundle), "--latency", "remote", "--device", name, "--redis", redis_url]
+        assert main([*argv, "--repeats", "20", "--rounds", "2", "--batch", "4", "--json"]) == 0
+        bench = json.loads(capsys.readouterr().out)
+        assert [e["model"] for e in bench["entries"]] == ["fp32", "int8"] and bench["runtime"].startswith("ort ")
+        assert all(e["throughput_fps"] > 0 and e["latency_median_ms"] > 0 for e in bench["entries"])
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+        keys = list(q.redis.scan_iter(f"prunegym:dev:{name}:*"))
+        if keys:
+            q.redis.delete(*keys)
+        q.redis.hdel("prunegym:devices", name)
