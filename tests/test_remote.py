@@ -277,3 +277,46 @@ def test_latency_build_and_deploy_bench_run_on_the_remote_device(
         if keys:
             q.redis.delete(*keys)
         q.redis.hdel("prunegym:devices", name)
+
+
+def test_an_accuracy_job_scores_the_labelled_folder_the_worker_holds(
+    redis_url: str, prefix: str, digits_model, digits, tmp_path
+) -> None:
+    from PIL import Image
+
+    from prunegym.core.checkpoint import load_model
+    from prunegym.core.onnx_export import export_onnx_bytes
+    from prunegym.deploy.runtime import evaluate_onnx
+
+    folder = tmp_path / "images"
+    x, y = digits.test_x[:120].numpy(), digits.test_y[:120].numpy()
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        (folder / digits.class_names[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0], mode="L").save(folder / digits.class_names[label] / f"{i:04d}.png")
+    model = export_onnx_bytes(load_model(str(digits_model)).eval(), input_shape=digits.input_shape)
+    worker = DeviceWorker(queue=DeviceQueue(redis_url, prefix=prefix), name="lab", images=folder)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    try:
+        wait_registered(DeviceQueue(redis_url, prefix=prefix), "lab")
+        dev = RemoteDevice(redis=redis_url, device="lab", timeout=60, prefix=prefix)
+        spec = JobSpec(kind="accuracy", labels=digits.class_names, mean=digits.mean, std=digits.std)
+        res = dev.run([model], spec=spec)["result"]
+        path = tmp_path / "m.onnx"
+        path.write_bytes(model)
+        here = evaluate_onnx(path, x, y, mean=digits.mean, std=digits.std)
+        assert res["images"] == 120 and res["top1"][0] * 100 == pytest.approx(here.top1, abs=1e-9)
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+
+
+def test_the_password_can_come_from_the_environment(redis_url: str, monkeypatch) -> None:
+    if "@" not in redis_url:
+        pytest.skip("this server has no password")
+    password = redis_url.split("://", 1)[1].split("@", 1)[0].lstrip(":")
+    bare = redis_url.split("://", 1)[0] + "://" + redis_url.split("@", 1)[1]
+    with pytest.raises(UserError, match="cannot reach Redis"):
+        DeviceQueue(bare).ping()
+    monkeypatch.setenv("PRUNEGYM_REDIS_PASSWORD", password)
+    DeviceQueue(bare).ping()

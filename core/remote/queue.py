@@ -41,6 +41,7 @@ _CLAIM = """
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return false end
 local id = redis.call('LPOP', KEYS[1])
+while id and redis.call('EXISTS', ARGV[3] .. id) == 0 do id = redis.call('LPOP', KEYS[1]) end  -- withdrawn or done
 if not id then return false end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -151,7 +152,8 @@ class DeviceQueue:
     """Jobs for named devices in one Redis server.
 
     Args:
-        url: the server, ``redis://[:password@]host:port/db``.
+        url: the server, ``redis://[:password@]host:port/db``; without a password in it, the one in the
+            ``PRUNEGYM_REDIS_PASSWORD`` environment variable (so that run folders' config.yaml holds no secret).
         prefix: the key prefix (several setups can share a server).
         visibility_timeout: seconds a claimed job stays leased without a heartbeat before it is re-queued.
         max_attempts: claims after which a job nobody finishes gets an error result.
@@ -166,7 +168,10 @@ class DeviceQueue:
         redis = _redis_module()
         self.url = url
         try:
-            self.redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10)
+            extra = {}
+            if os.environ.get("PRUNEGYM_REDIS_PASSWORD") and "@" not in url:
+                extra["password"] = os.environ["PRUNEGYM_REDIS_PASSWORD"]
+            self.redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10, **extra)
         except ValueError as exc:
             raise UserError(f"bad Redis URL {url!r} ({exc}); use redis://[:PASSWORD@]HOST:PORT/DB") from exc
         self.prefix = prefix
