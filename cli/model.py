@@ -70,7 +70,7 @@ def _trained_input_shape(model: str) -> tuple[int, ...] | None:
     """The input shape a saved model records (training checkpoints and replayed models do), else None."""
     from prunegym.core.checkpoint import read_checkpoint
 
-    if not (Path(model).is_dir() or model.endswith((".pt", ".pth"))) or not Path(model).exists():
+    if not (Path(model).is_dir() or model.endswith((".pt", ".pth", ".dc"))) or not Path(model).exists():
         return None
     saved = read_checkpoint(model).get("input_shape")
     return tuple(int(v) for v in saved) if isinstance(saved, (list, tuple)) and len(saved) == 3 else None
