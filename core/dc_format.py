@@ -33,7 +33,16 @@ from prunegym.core.errors import CheckpointError
 from prunegym.core.huffman import huffman_decode, huffman_encode
 from prunegym.core.io import atomic_write_bytes
 
-__all__ = ["DC_FORMAT", "DC_SUFFIX", "SharedLayer", "is_dc_file", "read_dc", "write_dc"]
+__all__ = [
+    "DC_FORMAT",
+    "DC_SUFFIX",
+    "SharedLayer",
+    "is_dc_file",
+    "read_dc",
+    "relative_indices",
+    "stored_order",
+    "write_dc",
+]
 
 DC_FORMAT = "prunegym.dc/1"
 DC_SUFFIX = ".dc"
@@ -71,12 +80,12 @@ def is_dc_file(path: Path | str) -> bool:
     return str(path).endswith(DC_SUFFIX)
 
 
-def _matrix(t: torch.Tensor, order: str) -> np.ndarray:
+def stored_order(t: torch.Tensor, order: str) -> np.ndarray:
     m = t.detach().cpu().reshape(t.shape[0], -1).numpy()
     return np.ascontiguousarray(m.T if order == "csc" else m).ravel()
 
 
-def _relative(flat: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+def relative_indices(flat: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the nonzeros → (relative indices, is-filler) with fillers wherever a gap exceeds ``max_gap``."""
     pos = np.flatnonzero(flat)
     gaps = np.diff(pos, prepend=-1) - 1
@@ -101,8 +110,8 @@ def _encode_shared(t: torch.Tensor, layer: SharedLayer, name: str, chunks: list[
     book = np.asarray(layer.codebook, dtype=np.float32).ravel()
     if len(book) > 2**layer.bits:
         raise ValueError(f"{name}: {len(book)} centroids do not fit {layer.bits} bits")
-    flat = _matrix(t, layer.order)
-    rel, is_fill = _relative(flat, 2**layer.index_bits - 1)
+    flat = stored_order(t, layer.order)
+    rel, is_fill = relative_indices(flat, 2**layer.index_bits - 1)
     values = flat[flat != 0]
     order = np.argsort(book, kind="stable")
     where = np.searchsorted(book[order], values)
