@@ -86,7 +86,7 @@ def test_dc_refuses_weights_that_are_not_in_the_codebook(tmp_path: Path) -> None
     model, layers = _shared_resnet20()
     with torch.no_grad():
         model.conv1.weight.view(-1)[0] = 0.123
-    with pytest.raises(ValueError, match="conv1.weight: a nonzero weight is not one of its codebook"):
+    with pytest.raises(ValueError, match=r"conv1\.weight: a nonzero weight is not one of its codebook"):
         write_dc(tmp_path / "m.dc", meta={"model": "resnet20"}, state_dict=model.state_dict(), shared=layers)
 
 

@@ -71,7 +71,7 @@ def magnitude_masks(weights: Mapping[str, torch.Tensor], *, sparsity: float, sco
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
 
     def keep_top(values: torch.Tensor) -> float:
-        k = int(round(sparsity * values.numel()))  # how many to remove
+        k = round(sparsity * values.numel())  # how many to remove
         return float(values.kthvalue(k).values) if k > 0 else -1.0
 
     if scope == "global":
