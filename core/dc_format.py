@@ -1,6 +1,7 @@
 """The ``.dc`` file: a model stored as Deep Compression does (Han et al. 2016) — sparse, weight-shared, Huffman-coded.
 
-Layout: ``MAGIC``, the header length (8 bytes, little-endian), a JSON header, the payload. The header names the
+Layout: ``MAGIC``, the header length (8 bytes, little-endian), the JSON header (zlib-deflated: its tensor names
+and code tables would otherwise weigh a third of a ResNet-20's file), the payload. The header names the
 zoo model (``model``, ``num_classes``, ``in_channels``, ``policy``) so that the file rebuilds through
 :func:`prunegym.core.checkpoint.rebuild_model` (no pickle: a data file never chooses code to run; a factory spec
 still needs ``--allow-import``), and describes every tensor of the state_dict in order:
@@ -8,7 +9,7 @@ still needs ``--allow-import``), and describes every tensor of the state_dict in
 - ``shared`` (the Conv2d/Linear weights): the nonzero entries in CSR order (rows = output channels; Linear weights
   in CSC order, as in the paper), each as a *relative index* (zeros skipped since the previous entry, at most
   ``2^index_bits − 1``: a longer run is bridged by a filler entry holding zero) and a *cluster index* into the
-  layer's float32 codebook (symbol ``len(codebook)`` is the filler's zero). Both streams are canonical-Huffman coded
+  layer's codebook (float32, in the payload; symbol ``len(codebook)`` is the filler's zero). Both streams are canonical-Huffman coded
   (:mod:`prunegym.core.huffman`); only the code descriptions are stored.
 - ``raw`` (BatchNorm, biases, counters): the tensor's bytes, little-endian.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,15 +123,18 @@ def _encode_shared(t: torch.Tensor, layer: SharedLayer, name: str, chunks: list[
         raise ValueError(f"{name}: a nonzero weight is not one of its codebook's values; share the weights first")
     sym = np.full(len(rel), len(book), dtype=np.int64)
     sym[~is_fill] = idx
+    packed = book.astype("<f4").tobytes()
     entry: dict[str, Any] = {
         "kind": "shared",
         "order": layer.order,
         "bits": layer.bits,
         "index_bits": layer.index_bits,
-        "codebook": [float(v) for v in book],
+        "codebook": {"offset": offset, "nbytes": len(packed)},
         "entries": len(rel),
         "nonzeros": len(values),
     }
+    chunks.append(packed)
+    offset += len(packed)
     for key, stream in (("gaps", rel), ("values", sym)):
         data, count, canon = huffman_encode(stream)
         entry[key] = {"offset": offset, "nbytes": len(data), "count": count, "symbols": canon}
@@ -186,12 +191,13 @@ def write_dc(
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "tensors": tensors,
     }
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
     return atomic_write_bytes(Path(path), MAGIC + struct.pack("<Q", len(head)) + head + payload)
 
 
 def _decode_shared(entry: dict, payload: bytes) -> torch.Tensor:
-    book = np.asarray(entry["codebook"], dtype=np.float32)
+    cb = entry["codebook"]
+    book = np.frombuffer(payload[cb["offset"] : cb["offset"] + cb["nbytes"]], dtype="<f4").astype(np.float32)
     shape = tuple(entry["shape"])
     streams = []
     for key in ("gaps", "values"):
@@ -227,7 +233,7 @@ def read_dc(path: Path | str) -> dict[str, Any]:
     try:
         (n,) = struct.unpack_from("<Q", raw, len(MAGIC))
         start = len(MAGIC) + 8
-        header = json.loads(raw[start : start + n].decode("utf-8"))
+        header = json.loads(zlib.decompress(raw[start : start + n]).decode("utf-8"))
         payload = raw[start + n :]
         if header.get("format") != DC_FORMAT:
             raise CheckpointError(f"{path} is a {header.get('format')!r} file, not {DC_FORMAT}; upgrade prunegym")
@@ -243,6 +249,6 @@ def read_dc(path: Path | str) -> dict[str, Any]:
                 state[entry["name"]] = torch.from_numpy(arr.copy()).reshape(entry["shape"])
     except CheckpointError:
         raise
-    except (struct.error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (struct.error, zlib.error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {str(exc)[:120]}; {fix}") from exc
     return {**header, "state_dict": state}
