@@ -234,7 +234,14 @@ def _run_round(
     compress = _round_summary(
         run, stats, val_pruned, note=f"val top-1/top-5 (n={n}) after pruning + BN re-calibration, before finetuning"
     )
-    log.info("round %d compress summary: %s", k, compress)
+    log.info(
+        "round %d pruned: val top-1 %.2f%% top-5 %.2f%%, %.3f operations, %.3f weights (before finetuning)",
+        k,
+        val_pruned.top1,
+        val_pruned.top5,
+        -compress["ops_reduction"],
+        -compress["params_reduction"],
+    )
     ft_dir = round_dir / "finetune"
     trained = train(
         config=cfg.train_config(ft_dir, teacher=run.teacher is not None),
