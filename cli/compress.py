@@ -48,7 +48,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         table.add_row(s["stage"], f"{s['top1']:.2f}%", f"{s['top5']:.2f}%", f"{s['bytes']:,.0f}", f"{s['ratio']:.1f}×")
     stdout.print(table)
     stdout.print(
-        f"{report['compression']:.1f}× smaller, top-1 {report['top1_lost']:+.2f} pt lost "
+        f"{report['compression']:.1f}× smaller, top-1 {-report['top1_lost']:+.2f} pt "
         f"(test, n={report['test_images']}); read back bit-exactly → {Path(run_dir) / DC_FILE}"
     )
     return 0

@@ -245,7 +245,7 @@ def compress(
         The report (also written as ``report.json`` and ``report.md``).
     """
     cfg, run_dir = config, Path(run_dir)
-    stamps = StepStamps(run_dir)
+    stamps = StepStamps(run_dir, label="compress step")
     results_path = run_dir / RESULTS_FILE
     results: dict[str, Any] = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
     base = {
