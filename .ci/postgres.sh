@@ -11,13 +11,14 @@
 # folder), with a random password for the `prunegym` role over TCP. Logs go to stderr; only the export line goes
 # to stdout. Needs python3 (to pick a free port) and, when PostgreSQL is absent, root for apt-get.
 set -euo pipefail
+NAME=postgres.sh
+# shellcheck source=.ci/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 STATE="${PRUNEGYM_PG_DIR:-/tmp/prunegym-postgres}"
 DATA="$STATE/data"
 DB=prunegym_test
 ROLE=prunegym
-
-log() { echo "postgres.sh: $*" >&2; }
 
 find_bindir() {
     local d
@@ -33,14 +34,7 @@ find_bindir() {
 
 ensure_installed() {
     if find_bindir >/dev/null; then return 0; fi
-    if [[ $(id -u) -ne 0 ]]; then
-        log "PostgreSQL is not installed and this is not root; run: sudo apt-get install -y postgresql"
-        exit 1
-    fi
-    log "installing PostgreSQL from Debian's packages"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends postgresql >&2
+    apt_install postgresql
     find_bindir >/dev/null || { log "apt-get installed postgresql but no pg_ctl/initdb was found"; exit 1; }
 }
 
@@ -78,8 +72,8 @@ start() {
     mkdir -p "$STATE"
     chmod 700 "$STATE"
     local password port
-    password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    password=$(random_password)
+    port=$(free_port)
     printf '%s\n' "$password" >"$STATE/pwfile"
     [[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$STATE"
     log "initializing a cluster in $DATA"
@@ -116,12 +110,4 @@ stop() {
     log "stopped"
 }
 
-case "${1:-start}" in
-start) start ;;
-stop) stop ;;
-url) print_url ;;
-*)
-    log "usage: $0 start|stop|url"
-    exit 2
-    ;;
-esac
+dispatch "$@"

@@ -16,6 +16,12 @@ The same stage-wise candidates, without timing: ``--val-accuracy N`` prints each
     .venv/bin/python bench/latency_floor_resnet56.py 8-8-40 4-16-40 8-16-24 8-16-32 8-8-48 --no-latency \
         --val-accuracy 2000
     .venv/bin/python bench/latency_floor_resnet56.py 8-8-40 --no-latency --write-policy bench/results/resnet56
+
+A candidate may also be a policy YAML (a search's ``best_policy.yaml``: widths, residual stream, removed blocks),
+applied as ``prunegym replay`` applies it (L1, the policy's round_to), to time searched policies the same way:
+
+    .venv/bin/python bench/latency_floor_resnet56.py bench/results/resnet56/search-xeon/*-s*/best_policy.yaml \
+        --rounds 20 --repeats 600 --out bench/results/resnet56/search-xeon/speed.json
 """
 
 from __future__ import annotations
@@ -53,6 +59,13 @@ def stage_pruned(base: torch.nn.Module, spec: str, *, round_to: int = 1) -> torc
     return apply_policy(base, {"ratios": ratios, "round_to": round_to}, input_shape=SHAPE).eval()
 
 
+def candidate(base: torch.nn.Module, spec: str) -> torch.nn.Module:
+    """A stage-wise ``K1-K2-K3`` candidate, or the policy YAML file ``spec`` applied to ``base``."""
+    if spec.endswith((".yaml", ".yml")):
+        return apply_policy(base, Policy.load(Path(spec)), input_shape=SHAPE).eval()
+    return stage_pruned(base, spec)
+
+
 def val_accuracy(base: torch.nn.Module, models: dict[str, torch.nn.Module], *, images: int) -> dict[str, float]:
     """Top-1 on ``images`` val images after BN re-estimation (1,000 augmented training images), no finetune."""
     data = load_data(DATA, seed=0)
@@ -68,7 +81,7 @@ def val_accuracy(base: torch.nn.Module, models: dict[str, torch.nn.Module], *, i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("specs", nargs="+", help="kept channels per stage, e.g. 8-8-40")
+    ap.add_argument("specs", nargs="+", help="kept channels per stage, e.g. 8-8-40, or a policy YAML")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--no-latency", action="store_true", help="skip the ONNX export and timing")
@@ -78,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     base = load_model("resnet56", weights=WEIGHTS).eval()
-    models = {"unpruned": base, **{spec: stage_pruned(base, spec) for spec in args.specs}}
+    models = {"unpruned": base, **{spec: candidate(base, spec) for spec in args.specs}}
     base_stats = model_stats(base, input_shape=SHAPE)
     stats = {name: model_stats(m, input_shape=SHAPE) for name, m in models.items()}
     macs = {name: st.macs / base_stats.macs for name, st in stats.items()}

@@ -82,6 +82,10 @@ REGISTRY: tuple[CommandFamily, ...] = (
     CommandFamily(
         "prunegym.cli.deploy", (("deploy", "use a bundle with ONNX Runtime alone: classify images, re-benchmark"),)
     ),
+    CommandFamily(
+        "prunegym.cli.device",
+        (("device", "a remote latency worker on the target device (serve) and the registered devices (list)"),),
+    ),
 )
 
 

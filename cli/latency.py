@@ -33,10 +33,15 @@ class LatencyBuildSpec:
         weights: weights of the base model (latency does not depend on them).
         table: how the table is profiled.
         provider: ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt).
-        threads: intra-op threads of the latency sessions.
+        runtime: the runtime that times the layers: ort (ONNX Runtime) or openvino; a table is per runtime.
+        threads: intra-op threads of the latency sessions (remote: the worker's --threads).
         latency_batch: batch size of the timed runs.
         resume: reuse timings of an interrupted build (<stem>.partial.json).
         torch_threads: PyTorch intra-op threads of this process (exports only).
+        latency: local (profile on this machine) or remote (on the device --device served through --redis).
+        device: the remote device's name (`prunegym device list`).
+        redis: the Redis URL the remote device's worker listens on.
+        remote_timeout: seconds to wait for the remote device and for each of its results.
     """
 
     model: str
@@ -45,10 +50,24 @@ class LatencyBuildSpec:
     weights: str | None = None
     table: TableBuildConfig = field(default_factory=TableBuildConfig)
     provider: str = "cpu"
+    runtime: str = "ort"
     threads: int = 1
     latency_batch: int = 1
     resume: bool = True
     torch_threads: int | None = 1
+    latency: str = "local"
+    device: str | None = None
+    redis: str | None = None
+    remote_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        from prunegym.core.onnxrt import check_runtime
+
+        check_runtime(self.runtime)
+        if self.latency not in ("local", "remote"):
+            raise UserError(f"latency must be local or remote, got {self.latency!r}")
+        if self.latency == "remote" and not (self.device and self.redis):
+            raise UserError("latency remote needs --device NAME and --redis URL (see prunegym device list)")
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     spec = config_from_args(LatencyBuildSpec, args)
     _set_torch_threads(spec.torch_threads)
     config = spec.table
-    latency = LatencyConfig(provider=spec.provider, intra_op_threads=spec.threads, batch_size=spec.latency_batch)
+    latency = LatencyConfig(
+        provider=spec.provider, intra_op_threads=spec.threads, batch_size=spec.latency_batch, runtime=spec.runtime
+    )
+    remote = None
+    if spec.latency == "remote":
+        from prunegym.core.remote import RemoteDevice
+
+        assert spec.device and spec.redis
+        remote = RemoteDevice(redis=spec.redis, device=spec.device, runtime=spec.runtime, timeout=spec.remote_timeout)
     out = Path(spec.out)
     if not spec.resume:
         partial_path(out).unlink(missing_ok=True)
@@ -156,6 +183,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             out=out,
             source=source,
             progress=update,
+            remote=remote,
         )
     seconds = time.perf_counter() - start
     cal = table.calibration
@@ -188,8 +216,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         ("model", f"{table.model['name']} ({table.model['arch_hash']}, input {table.model['input_shape']})"),
         (
             "device",
-            f"{table.device['provider']}, {table.device['threads']} thread(s), batch "
-            f"{table.device['batch_size']}, {table.device['cpu']}, onnxruntime {table.device['onnxruntime']}",
+            f"{table.device['runtime']} {table.device['runtime_version']} ({table.device['provider']}), "
+            f"{table.device['threads']} thread(s), batch {table.device['batch_size']}, {table.device['cpu']} "
+            f"({', '.join(table.device['cpu_flags'])})" + (f" on {spec.device}" if remote else ""),
         ),
         ("layers / shapes / points", f"{len(table.layers)} / {len(table.signatures)} / {shapes}"),
         (
@@ -253,6 +282,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         intra_op_threads=int(dev["threads"]),
         batch_size=int(dev["batch_size"]),
         graph_optimization=str(dev.get("graph_optimization", "all")),
+        runtime=str(dev.get("runtime", "ort")),
     )
     table.check_device(device_info(config=config), source=where)
     predictor = PredictedLatency(table=table)

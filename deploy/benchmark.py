@@ -25,12 +25,15 @@ from prunegym.core.errors import UserError
 from prunegym.core.onnxrt import (
     NOISY_CV,
     LatencyConfig,
+    SessionAny,
     machine_description,
-    make_session,
+    open_model,
     random_input,
     resolve_clock,
     rotated_order,
     round_ratio,
+    runtime_info,
+    runtime_version,
     summarize_ms,
     time_runs,
     time_runs_both,
@@ -58,6 +61,8 @@ class BenchmarkEntry:
     fps_ratio: float  # this throughput / first model's throughput
     clock: str = "wall"  # what latency was timed with: cpu (the inference thread's CPU time) or wall
     speedup_cv: float = 0.0  # coefficient of variation of the per-round speed-ups (dispersion)
+    runtime: str = "ort"  # ort (ONNX Runtime) or openvino
+    precision: str = "fp32"  # fp32 or int8 (OpenVINO: f32 = FP32 with INFERENCE_PRECISION_HINT=f32)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -73,6 +78,7 @@ class BenchmarkReport:
     provider: str
     machine: str
     onnxruntime: str
+    runtimes: Mapping[str, str] = field(default_factory=dict)  # runtime → version, of those used
 
     @property
     def noisy(self) -> list[BenchmarkEntry]:
@@ -92,21 +98,24 @@ class BenchmarkReport:
             "provider": self.provider,
             "machine": self.machine,
             "onnxruntime": self.onnxruntime,
+            "runtimes": dict(self.runtimes),
             "noisy": [f"{e.model}@{e.threads}" for e in self.noisy],
             "entries": [e.to_dict() for e in self.entries],
         }
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per model and thread count."""
+        versions = ", ".join(f"{k} {v}" for k, v in self.runtimes.items()) or f"ort {self.onnxruntime}"
         lines = [
-            f"{self.machine}; onnxruntime {self.onnxruntime}, {self.provider}, {self.rounds} interleaved rounds",
+            f"{self.machine}; {versions}, {self.provider}, {self.rounds} interleaved rounds",
             "",
-            "| model | threads | clock | latency median (ms) | p90 (ms) | speedup (± CV) | throughput (img/s) | × first |",
-            "|---|---:|---|---:|---:|---:|---:|---:|",
+            "| model | runtime | precision | threads | clock | latency median (ms) | p90 (ms) | speedup (± CV) | "
+            "throughput (img/s) | × first |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
         ]
         for e in self.entries:
             lines.append(
-                f"| {e.model} | {e.threads} | {e.clock} | {e.latency_median_ms:.3f} | {e.latency_p90_ms:.3f} | "
+                f"| {e.model} | {e.runtime} | {e.precision} | {e.threads} | {e.clock} | {e.latency_median_ms:.3f} | {e.latency_p90_ms:.3f} | "
                 f"{e.speedup:.2f}× (± {100 * e.speedup_cv:.0f}%) | {e.throughput_fps:.0f} | {e.fps_ratio:.2f}× |"
             )
         if self.noisy:
@@ -133,10 +142,12 @@ def _split_counts(total: int, rounds: int) -> list[int]:
 class _Subject:
     """One model's session at one thread count, its two feeds, and the times collected over the rounds."""
 
-    session: ort.InferenceSession
+    session: SessionAny
     lat_feed: np.ndarray
     tput_feed: np.ndarray
     clock: str = "wall"
+    runtime: str = "ort"
+    precision: str = "fp32"
     lat_samples: list[np.ndarray] = field(default_factory=list)
     tput_rounds: list[float] = field(default_factory=list)
 
@@ -151,16 +162,22 @@ def _prepare(
     batch_latency: int,
     batch_throughput: int,
     warmup: int,
+    runtime: str = "ort",
 ) -> _Subject:
     """Open the session, draw both feeds (a fixed batch dimension wins) and warm up on each."""
-    session = make_session(model, provider=provider, intra_op_threads=threads, graph_optimization=graph_optimization)
+    session = open_model(
+        model, runtime=runtime, provider=provider, threads=threads, graph_optimization=graph_optimization
+    )
     fixed = session.get_inputs()[0].shape[0]
     fixed = fixed if isinstance(fixed, int) else None
     lat_feed = random_input(session, batch_size=fixed or batch_latency, input_shape=input_shape)
     tput_feed = random_input(session, batch_size=fixed or batch_throughput, input_shape=input_shape)
     time_runs(session, lat_feed, warmup=warmup, repeats=1)
     time_runs(session, tput_feed, warmup=min(warmup, 2), repeats=1)
-    return _Subject(session=session, lat_feed=lat_feed, tput_feed=tput_feed)
+    info = runtime_info(session, model=model)
+    return _Subject(
+        session=session, lat_feed=lat_feed, tput_feed=tput_feed, runtime=runtime, precision=info["precision"]
+    )
 
 
 def _run_rounds(subjects: Sequence[_Subject], *, lat_counts: Sequence[int], tput_counts: Sequence[int]) -> None:
@@ -204,6 +221,8 @@ def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -
                 fps_ratio=fps / base_fps,
                 clock=sub.clock,
                 speedup_cv=speedup_cv,
+                runtime=sub.runtime,
+                precision=sub.precision,
             )
         )
         log.info(
@@ -231,6 +250,8 @@ def benchmark_models(
     provider: str = "CPUExecutionProvider",
     graph_optimization: str = "all",
     clock: str = "auto",
+    runtime: str = "ort",
+    runtimes: Mapping[str, str] | None = None,
 ) -> BenchmarkReport:
     """Benchmark ONNX models side by side, interleaved; the first model is the reference for the ratios.
 
@@ -254,6 +275,9 @@ def benchmark_models(
         clock: what batch-latency runs are timed with: ``auto`` (the inference thread's CPU time at one thread
             on the CPU provider, immune to time-slicing by neighbours; else the wall clock), ``cpu`` or ``wall``.
             Throughput is always wall-clock images/s.
+        runtime: "ort" (ONNX Runtime) or "openvino", for every model not in ``runtimes``.
+        runtimes: model name → its runtime, to compare runtimes in one interleaved run (the same file may appear
+            under two names).
 
     Returns:
         The report: one entry per model and thread count; speed-ups are medians of per-round ratios.
@@ -273,8 +297,9 @@ def benchmark_models(
     resolved_provider = provider
     for n_threads in threads:
         subjects: dict[str, _Subject] = {}
-        clk = resolve_clock(clock, config=LatencyConfig(provider=provider, intra_op_threads=n_threads))
         for name, model in models.items():
+            rt = (runtimes or {}).get(name, runtime)
+            clk = resolve_clock(clock, config=LatencyConfig(provider=provider, intra_op_threads=n_threads, runtime=rt))
             subjects[name] = _prepare(
                 model,
                 threads=n_threads,
@@ -284,9 +309,11 @@ def benchmark_models(
                 batch_latency=batch_latency,
                 batch_throughput=batch_throughput,
                 warmup=warmup,
+                runtime=rt,
             )
             subjects[name].clock = clk
-            resolved_provider = subjects[name].session.get_providers()[0]
+            if rt == "ort":
+                resolved_provider = subjects[name].session.get_providers()[0]
         _run_rounds(list(subjects.values()), lat_counts=lat_counts, tput_counts=tput_counts)
         entries += _entries(subjects, threads=n_threads, provider=resolved_provider)
     report = BenchmarkReport(
@@ -296,6 +323,7 @@ def benchmark_models(
         provider=resolved_provider,
         machine=_machine(),
         onnxruntime=ort.__version__,
+        runtimes={rt: runtime_version(rt) for rt in dict.fromkeys([runtime, *(runtimes or {}).values()])},
     )
     for e in report.noisy:
         log.warning(

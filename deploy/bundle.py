@@ -131,8 +131,13 @@ def render_report(report: Mapping[str, Any]) -> str:
         lines.append("")
     latency = report.get("latency")
     if isinstance(latency, Mapping) and latency:
-        how = ", ".join(f"{k} {v}" for k, v in latency.items())
-        lines += [f"Latency and FPS measured with ONNX Runtime: {how}.", ""]
+
+        def text(v: Any) -> str:
+            return ", ".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, Mapping) else str(v)
+
+        how = "; ".join(f"{k} {text(v)}" for k, v in latency.items())
+        name = "OpenVINO" if latency.get("runtime") == "openvino" else "ONNX Runtime"
+        lines += [f"Latency and FPS measured with {name}: {how}.", ""]
     notes = report.get("notes") or []
     if isinstance(notes, Sequence) and not isinstance(notes, str) and notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]

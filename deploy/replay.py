@@ -260,6 +260,7 @@ def step_quantize(r: Replay) -> Path:
 
 
 def step_verify(r: Replay) -> dict[str, Any]:
+    from prunegym.core.onnxrt import runtime_version
     from prunegym.deploy.runtime import agreement, evaluate_onnx
 
     path = r.out / "verify.json"
@@ -278,11 +279,15 @@ def step_verify(r: Replay) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n": n,
         "split": "test",
+        "runtime": {"runtime": r.config.runtime, "version": runtime_version(r.config.runtime)},
         "pytorch": {"pruned": torch_res.to_dict(), "baseline": base_res.to_dict()},
     }
     for name, p in onnx.items():
-        res = evaluate_onnx(p, xs, ys, mean=mean, std=std, threads=2)
-        agree = agreement(p, logits.numpy(), xs, mean=mean, std=std, threads=2) if name != "baseline" else None
+        rt = r.config.runtime
+        res = evaluate_onnx(p, xs, ys, mean=mean, std=std, threads=2, runtime=rt)
+        agree = (
+            agreement(p, logits.numpy(), xs, mean=mean, std=std, threads=2, runtime=rt) if name != "baseline" else None
+        )
         out[name] = {**res.to_dict(), "agreement_with_pytorch": None if agree is None else agree.to_dict()}
     write_json(path, out)
     r.done("verify")
@@ -303,6 +308,7 @@ def step_bench(r: Replay) -> dict[str, Any]:
         batch_throughput=r.config.bench_batch,
         repeats=r.config.bench_repeats,
         rounds=r.config.bench_rounds,
+        runtime=r.config.runtime,
     )
     write_json(path, report.to_dict())
     r.done("bench")
@@ -355,6 +361,9 @@ def build_report(r: Replay) -> dict[str, Any]:
             "batch": 1,
             "machine": bench["machine"],
             "onnxruntime": bench["onnxruntime"],
+            "runtime": r.config.runtime,
+            "runtime_version": bench.get("runtimes", {}).get(r.config.runtime, bench["onnxruntime"]),
+            "precision": {e["model"]: e.get("precision") for e in bench["entries"] if e["threads"] == t1},
             "interleaved rounds": bench["rounds"],
         },
         "benchmark": bench,

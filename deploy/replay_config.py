@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunegym.core.onnxrt.runtime import check_runtime
+
 STEPS = ("prune", "finetune", "transform", "export", "quantize", "verify", "bench", "bundle")
 
 
@@ -38,6 +40,8 @@ class ReplayConfig:
         per_channel: per-channel INT8 weights.
         reduce_range: 7-bit INT8 weights (empty: on x86-64 CPUs without VNNI, where U8S8 kernels saturate).
         test_limit: verify on only the first N test images.
+        runtime: the runtime that will ship, on which the ONNX models are verified and benchmarked: ort (ONNX Runtime)
+            or openvino (pip install 'prunegym[openvino]').
         bench_threads: thread counts to benchmark.
         bench_batch: batch size of the throughput runs.
         bench_repeats: timed runs per model and thread count.
@@ -71,8 +75,12 @@ class ReplayConfig:
     per_channel: bool = True
     reduce_range: bool | None = None
     test_limit: int | None = None
+    runtime: str = "ort"
     bench_threads: tuple[int, ...] = (1, 2)
     bench_batch: int = 64
     bench_repeats: int = 50
     bench_rounds: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_runtime(self.runtime)

@@ -38,8 +38,8 @@ _STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "transform": (("finetune",), ()),
     "export": (("transform",), ()),
     "quantize": (("export",), ("calib_images", "calib_method", "per_channel", "reduce_range", "seed")),
-    "verify": (("quantize",), ("test_limit",)),
-    "bench": (("quantize",), ("bench_threads", "bench_batch", "bench_repeats", "bench_rounds")),
+    "verify": (("quantize",), ("test_limit", "runtime")),
+    "bench": (("quantize",), ("bench_threads", "bench_batch", "bench_repeats", "bench_rounds", "runtime")),
     "bundle": (("verify", "bench"), ()),
 }
 

@@ -2,7 +2,8 @@
 
 Needs only numpy, onnxruntime, Pillow and the standard library (torch is never imported, directly or via
 another prunegym module), so a bundle runs on a machine where PyTorch is not installed. Sessions come from
-:mod:`prunegym.core.onnxrt`, the torch-free ONNX Runtime layer.
+:mod:`prunegym.core.onnxrt`, the torch-free runtime layer: ONNX Runtime (``runtime="ort"``) or, where it is
+installed, OpenVINO (``runtime="openvino"``).
 
 A bundle folder holds ``model.onnx`` (FP32), ``model.int8.onnx``, ``preprocessing.json`` and ``labels.txt``;
 ``preprocessing.json`` says how to turn an image into the model's input::
@@ -24,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from prunegym.core.errors import UserError
-from prunegym.core.onnxrt import as_session, make_session
+from prunegym.core.onnxrt import OpenVinoSession, SessionAny, open_model
 
 __all__ = [
     "FP32_FILE",
@@ -211,8 +212,15 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def _session(model: Path | str | SessionAny, *, threads: int, provider: str, runtime: str) -> SessionAny:
+    """``model`` itself when it is an open session, else a new one on ``runtime``."""
+    if isinstance(model, ort.InferenceSession | OpenVinoSession):
+        return model
+    return open_model(model, runtime=runtime, threads=threads, provider=provider)
+
+
 def predict_logits(
-    model: Path | str | ort.InferenceSession,
+    model: Path | str | SessionAny,
     x_uint8: np.ndarray,
     *,
     mean: Sequence[float],
@@ -220,9 +228,21 @@ def predict_logits(
     batch_size: int = 256,
     threads: int = 1,
     provider: str = "CPUExecutionProvider",
+    runtime: str = "ort",
 ) -> np.ndarray:
-    """N×classes float32 logits for uint8 N×C×H×W images (a fixed-batch model is fed whole, padded batches)."""
-    session = as_session(model, threads=threads, provider=provider)
+    """N×classes float32 logits for uint8 N×C×H×W images (a fixed-batch model is fed whole, padded batches).
+
+    Args:
+        model: an ONNX file or an open session.
+        x_uint8: the images.
+        mean: per-channel mean of the normalization.
+        std: per-channel std of the normalization.
+        batch_size: images per run.
+        threads: threads of a new session.
+        provider: ONNX Runtime execution provider of a new session.
+        runtime: "ort" or "openvino" (a new session's).
+    """
+    session = _session(model, threads=threads, provider=provider, runtime=runtime)
     x = np.asarray(x_uint8)
     if x.ndim != 4:
         raise UserError(f"images must be uint8 N×C×H×W, got shape {x.shape}")
@@ -260,7 +280,7 @@ def _topk_hits(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
 
 
 def evaluate_onnx(
-    model: Path | str | ort.InferenceSession,
+    model: Path | str | SessionAny,
     x_uint8: np.ndarray,
     y: np.ndarray,
     *,
@@ -269,13 +289,14 @@ def evaluate_onnx(
     batch_size: int = 256,
     threads: int = 1,
     provider: str = "CPUExecutionProvider",
+    runtime: str = "ort",
 ) -> OnnxEvalResult:
-    """Top-1/top-5 accuracy (percent) of an ONNX model on uint8 N×C×H×W images and integer labels."""
+    """Top-1/top-5 accuracy (percent) of an ONNX model on uint8 N×C×H×W images and integer labels, on ``runtime``."""
     labels = np.asarray(y).astype(np.int64)
     if len(labels) != len(x_uint8) or len(labels) == 0:
         raise UserError(f"need as many labels as images (and at least one), got {len(labels)} and {len(x_uint8)}")
     logits = predict_logits(
-        model, x_uint8, mean=mean, std=std, batch_size=batch_size, threads=threads, provider=provider
+        model, x_uint8, mean=mean, std=std, batch_size=batch_size, threads=threads, provider=provider, runtime=runtime
     )
     correct1, correct5 = _topk_hits(logits, labels)
     n = len(labels)
@@ -301,8 +322,8 @@ class Agreement:
 
 
 def agreement(
-    model_a: Path | str | ort.InferenceSession,
-    model_b: Path | str | ort.InferenceSession | np.ndarray,
+    model_a: Path | str | SessionAny,
+    model_b: Path | str | SessionAny | np.ndarray,
     x_uint8: np.ndarray,
     *,
     mean: Sequence[float],
@@ -310,9 +331,16 @@ def agreement(
     batch_size: int = 256,
     threads: int = 1,
     provider: str = "CPUExecutionProvider",
+    runtime: str = "ort",
 ) -> Agreement:
-    """Compare ``model_a`` with ``model_b`` (another ONNX model, or reference logits such as PyTorch's)."""
-    kwargs: dict[str, Any] = {"mean": mean, "std": std, "batch_size": batch_size, "threads": threads}
+    """Compare ``model_a`` with ``model_b`` (another ONNX model, or reference logits such as PyTorch's), on ``runtime``."""
+    kwargs: dict[str, Any] = {
+        "mean": mean,
+        "std": std,
+        "batch_size": batch_size,
+        "threads": threads,
+        "runtime": runtime,
+    }
     logits_a = predict_logits(model_a, x_uint8, provider=provider, **kwargs)
     if isinstance(model_b, np.ndarray):
         logits_b = model_b.astype(np.float32, copy=False)
@@ -373,13 +401,14 @@ def _read_labels(path: Path) -> tuple[str, ...]:
 
 class Classifier:
     """An image classifier from a bundle folder (or an ONNX file with ``preprocessing.json`` and ``labels.txt``
-    beside it), run by ONNX Runtime.
+    beside it), run by ONNX Runtime or OpenVINO.
 
     Args:
         source: a bundle folder or an ``.onnx`` file.
         precision: "int8" (``model.int8.onnx``) or "fp32" (``model.onnx``); used only when ``source`` is a folder.
-        threads: ONNX Runtime intra-op threads.
-        provider: execution provider, e.g. "CPUExecutionProvider".
+        threads: the runtime's threads.
+        provider: ONNX Runtime execution provider, e.g. "CPUExecutionProvider".
+        runtime: "ort" (ONNX Runtime) or "openvino".
     """
 
     def __init__(
@@ -389,6 +418,7 @@ class Classifier:
         precision: str = "int8",
         threads: int = 1,
         provider: str = "CPUExecutionProvider",
+        runtime: str = "ort",
     ) -> None:
         source = Path(source)
         if source.is_dir():
@@ -405,7 +435,8 @@ class Classifier:
         self.model_path = model_path
         self.preprocessing = Preprocessing.load(folder / PREPROCESSING_FILE)
         self.labels = _read_labels(folder / LABELS_FILE)
-        self.session = make_session(model_path, provider=provider, intra_op_threads=threads)
+        self.session = open_model(model_path, runtime=runtime, provider=provider, threads=threads)
+        self.runtime = runtime
         log.debug("loaded %s with %d labels", model_path, len(self.labels))
 
     def _stack(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:

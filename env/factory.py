@@ -20,6 +20,8 @@ from prunegym.env.latency import (
     LatencyTable,
     MeasuredLatency,
     PredictedLatency,
+    RemoteLatency,
+    device_round_to,
     nchwc_block,
 )
 from prunegym.env.pruning_env import PruningEnv
@@ -32,12 +34,20 @@ def default_round_to(how: LatencySpec) -> int:
     """The channel multiple a search rounds to when the user leaves it open: what the target device rewards.
 
     With a latency table, the table's own (it covers exactly those counts); with measured latency, ONNX Runtime's
-    NCHWc block on this CPU (8 with AVX2, 16 with AVX-512); without latency, 1.
+    NCHWc block on this CPU (8 with AVX2, 16 with AVX-512; OpenVINO blocks alike); with remote latency, that of the
+    device its worker registered; without latency, 1.
     """
     if how.latency == "predicted" and how.latency_table:
         return int(LatencyTable.read(how.latency_table).search["round_to"])
     if how.latency == "measured":
-        return nchwc_block(resolve_provider(how.provider))
+        provider = "CPUExecutionProvider" if how.runtime == "openvino" else resolve_provider(how.provider)
+        return nchwc_block(provider)
+    if how.latency == "remote" and how.redis and how.device:
+        from prunegym.core.remote import DeviceQueue
+
+        queue = DeviceQueue(how.redis)
+        queue.ping()
+        return device_round_to(queue.wait_for_device(how.device, timeout=how.remote_timeout))
     return 1
 
 
@@ -62,9 +72,20 @@ def build_env(spec: EnvSpec) -> PruningEnv:
     latency: LatencyModel | None = None
     if how.latency == "measured":
         latency = MeasuredLatency(base_model=model, input_shape=data.input_shape, config=how.measurement())
+    elif how.latency == "remote":
+        assert how.device and how.redis, "LatencySpec checks both"
+        latency = RemoteLatency(
+            base_model=model,
+            input_shape=data.input_shape,
+            config=how.measurement(),
+            device=how.device,
+            redis=how.redis,
+            runtime=how.runtime,
+            timeout=how.remote_timeout,
+        )
     elif how.latency == "predicted":
         latency = PredictedLatency.load(
-            how.latency_table, evaluator=evaluator, provider=how.provider, threads=how.threads
+            how.latency_table, evaluator=evaluator, provider=how.provider, threads=how.threads, runtime=how.runtime
         )
     return PruningEnv(evaluator=evaluator, config=spec.env, latency=latency)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prunegym.core.config import config_options, resolve_config
 from prunegym.core.errors import UserError
-from prunegym.core.onnxrt import LatencyConfig
+from prunegym.core.onnxrt import LatencyConfig, check_runtime
 from prunegym.env.rewards import get_reward
 
 __all__ = ["EnvConfig", "EnvSpec", "EvaluatorConfig", "LatencySpec"]
@@ -114,30 +114,49 @@ class LatencySpec:
     """How the device's latency enters the search.
 
     Args:
-        latency: none, measured (ONNX Runtime, every candidate) or predicted (a table from `prunegym latency build`).
+        latency: none, measured (every candidate, here), predicted (a table from `prunegym latency build`) or
+            remote (every candidate, on the device a `prunegym device serve` worker measures on: --device, --redis).
         latency_table: the table for predicted latency.
         provider: ONNX Runtime execution provider (cpu, cuda, openvino, tensorrt).
-        threads: intra-op threads of the latency session.
+        runtime: the runtime that times the models: ort (ONNX Runtime) or openvino (pip install 'prunegym[openvino]');
+            with remote latency, the device's (checked against its worker).
+        threads: intra-op threads of the latency session (remote: the worker's --threads).
         latency_batch: batch size of a timed run.
         latency_repeats: timed runs per measurement (a fifth of them, at least 3, warm up first).
+        device: the remote device's name (remote latency; `prunegym device list` shows them).
+        redis: the Redis URL the remote device's worker listens on (remote latency), redis://[:PASSWORD@]HOST:PORT/DB.
+        remote_timeout: seconds to wait for the remote device to register and for each of its results.
     """
 
     latency: str = "none"
     latency_table: str | None = None
     provider: str = "cpu"
+    runtime: str = "ort"
     threads: int = 1
     latency_batch: int = 1
     latency_repeats: int = 30
+    device: str | None = None
+    redis: str | None = None
+    remote_timeout: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.latency not in {"none", "measured", "predicted"}:
-            raise UserError(f"latency must be none, measured or predicted, got {self.latency!r}")
+        if self.latency not in {"none", "measured", "predicted", "remote"}:
+            raise UserError(f"latency must be none, measured, predicted or remote, got {self.latency!r}")
         if self.latency == "predicted" and not self.latency_table:
             raise UserError("latency predicted needs --latency-table FILE (make one with `prunegym latency build`)")
+        if self.latency == "remote" and not (self.device and self.redis):
+            raise UserError(
+                "latency remote needs --device NAME and --redis URL (a worker: prunegym device serve --redis URL "
+                "--name NAME)"
+            )
+        check_runtime(self.runtime)
+        if self.remote_timeout <= 0:
+            raise UserError(f"remote_timeout must be > 0 seconds, got {self.remote_timeout}")
 
     def measurement(self) -> LatencyConfig:
-        """The ONNX Runtime measurement these options describe."""
+        """The measurement these options describe (runtime, provider, threads, batch, runs)."""
         return LatencyConfig(
+            runtime=self.runtime,
             provider=self.provider,
             intra_op_threads=self.threads,
             batch_size=self.latency_batch,

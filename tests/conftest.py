@@ -66,6 +66,16 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis server's URL (``eval "$(bash .ci/redis.sh start)"``); skips without one, fails under CI."""
+    from server_helpers import server_url_or_skip
+
+    return server_url_or_skip(
+        "PRUNEGYM_TEST_REDIS_URL", start="bash .ci/redis.sh start", what="the device-worker tests"
+    )
+
+
+@pytest.fixture(scope="session")
 def digits():
     from prunegym.core.data import load_data
 

@@ -92,12 +92,24 @@ def test_imports_point_down_only(layer: str) -> None:
     assert not wrong, f"{layer} imports layers above it: {wrong}"
 
 
-def test_the_bundle_runtime_and_the_onnx_runtime_layer_import_no_torch() -> None:
+def test_the_bundle_runtime_the_runtime_layer_and_the_device_worker_import_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys; sys.modules['torch'] = None; import prunegym.deploy.runtime, prunegym.core.onnxrt"
+    code = (
+        "import sys; sys.modules['torch'] = None; import prunegym.deploy.runtime, prunegym.core.onnxrt, "
+        "prunegym.core.remote, prunegym.cli.device, prunegym.deploy.benchmark"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    # the worker serves without torch: its whole command parses and reaches the network
+    serve = [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['torch'] = None; from prunegym.cli.main import main; "
+        "sys.exit(main(['device', 'serve', '--redis', 'redis://127.0.0.1:1/0', '--name', 'x']))",
+    ]
+    done = subprocess.run(serve, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr, done.stderr
 
 
 def test_pyproject_lists_every_package_folder() -> None:

@@ -6,7 +6,6 @@ except under CI (``CI`` set), where a missing server is a failure: CI must exerc
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -17,6 +16,7 @@ import pytest
 import torch
 import yaml
 from optuna.trial import TrialState
+from server_helpers import server_url_or_skip
 from storage_helpers import open_storage_together
 
 from prunegym.core.checkpoint import save_model
@@ -30,13 +30,9 @@ K = 4  # trials per worker
 
 @pytest.fixture(scope="module")
 def postgres_url() -> str:
-    url = os.environ.get("PRUNEGYM_TEST_POSTGRES_URL")
-    if not url:
-        message = 'PRUNEGYM_TEST_POSTGRES_URL is unset; start a server with: eval "$(bash .ci/postgres.sh start)"'
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL test: {message}")
-        pytest.skip(message)
-    return url
+    return server_url_or_skip(
+        "PRUNEGYM_TEST_POSTGRES_URL", start="bash .ci/postgres.sh start", what="the PostgreSQL test"
+    )
 
 
 @pytest.fixture(scope="module")

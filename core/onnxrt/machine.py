@@ -12,8 +12,9 @@ from pathlib import Path
 
 __all__ = ["ISA_FLAGS", "cpu_flags", "cpu_name", "machine_description"]
 
-# the flags that decide ONNX Runtime's conv blocking (avx2 / avx512f) and INT8 kernels (the VNNI variants)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# the flags that decide ONNX Runtime's conv blocking (avx2 / avx512f), INT8 kernels (the VNNI and AMX variants)
+# and OpenVINO's default bf16 inference (avx512_bf16 / amx_bf16)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 
 
 def _cpuinfo() -> list[str]:

@@ -1,6 +1,7 @@
 """Timing ONNX Runtime runs: IO-bound loops on the wall clock and the inference thread's CPU clock, the ms summary.
 
-What is timed: ``run_with_iobinding`` on inputs and outputs bound once, with Python's garbage collector paused.
+What is timed: one inference on inputs and outputs bound once (:func:`~prunegym.core.onnxrt.runtime.bound_run`:
+ONNX Runtime's ``run_with_iobinding`` or an OpenVINO infer request), with Python's garbage collector paused.
 The ``cpu`` clock is the CPU time of the calling thread, which is where ONNX Runtime computes on the CPU
 provider at one intra-op thread: it equals the wall-clock latency on an idle core, while on a shared machine
 time-slicing by other processes inflates the wall clock by whole scheduler slices.
@@ -17,13 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from prunegym.core.errors import UserError
+from prunegym.core.onnxrt.runtime import SessionAny, bound_run, check_runtime, open_model
 from prunegym.core.onnxrt.session import (
     OnnxSource,
     check_graph_optimization,
-    make_session,
     random_input,
     resolve_provider,
 )
@@ -57,6 +57,7 @@ class LatencyConfig:
         repeats: timed runs.
         graph_optimization: "disable", "basic", "extended" or "all".
         seed: seeds the random input.
+        runtime: "ort" (ONNX Runtime with ``provider``) or "openvino" (OpenVINO's CPU plugin).
     """
 
     provider: str = "CPUExecutionProvider"
@@ -67,6 +68,7 @@ class LatencyConfig:
     repeats: int = 50
     graph_optimization: str = "all"
     seed: int = 0
+    runtime: str = "ort"
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads", "batch_size", "repeats"):
@@ -75,6 +77,7 @@ class LatencyConfig:
         if self.warmup < 0:
             raise UserError(f"latency warmup must be >= 0, got {self.warmup}")
         check_graph_optimization(self.graph_optimization)
+        check_runtime(self.runtime)
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,9 @@ def resolve_clock(clock: str, *, config: LatencyConfig) -> str:
     """The clock to time with: ``wall`` (perf_counter) or ``cpu`` (CPU time of the calling thread).
 
     Args:
-        clock: ``auto``, ``cpu`` or ``wall``. ``auto`` picks ``cpu`` for the CPU provider at 1 intra-op thread
-            (ONNX Runtime then computes on the calling thread, so its CPU time is the run's latency on an idle
-            core) and ``wall`` otherwise.
+        clock: ``auto``, ``cpu`` or ``wall``. ``auto`` picks ``cpu`` for the CPU provider (or OpenVINO's CPU
+            plugin) at 1 thread (the runtime then computes on the calling thread, so its CPU time is the run's
+            latency on an idle core) and ``wall`` otherwise.
         config: the provider and threads the runs will use.
 
     Returns:
@@ -114,7 +117,8 @@ def resolve_clock(clock: str, *, config: LatencyConfig) -> str:
     """
     if clock not in CLOCKS:
         raise UserError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
-    single = resolve_provider(config.provider) == "CPUExecutionProvider" and config.intra_op_threads == 1
+    on_cpu = config.runtime == "openvino" or resolve_provider(config.provider) == "CPUExecutionProvider"
+    single = on_cpu and config.intra_op_threads == 1
     if clock == "auto":
         return "cpu" if single else "wall"
     if clock == "cpu" and not single:
@@ -122,15 +126,6 @@ def resolve_clock(clock: str, *, config: LatencyConfig) -> str:
             "the cpu clock counts the calling thread only, so it needs the cpu provider at 1 thread; use --clock wall"
         )
     return clock
-
-
-def _bind(session: ort.InferenceSession, feed: np.ndarray) -> ort.IOBinding:
-    """An IO binding of ``feed`` to the session's first input and of all its outputs (bound once, run many times)."""
-    binding = session.io_binding()
-    binding.bind_cpu_input(session.get_inputs()[0].name, feed)
-    for out in session.get_outputs():
-        binding.bind_output(out.name)
-    return binding
 
 
 @contextmanager
@@ -145,7 +140,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def time_runs(session: ort.InferenceSession, feed: np.ndarray, *, warmup: int, repeats: int) -> np.ndarray:
+def time_runs(session: SessionAny, feed: np.ndarray, *, warmup: int, repeats: int) -> np.ndarray:
     """Run ``warmup`` untimed then ``repeats`` timed inferences on the wall clock.
 
     Args:
@@ -157,21 +152,20 @@ def time_runs(session: ort.InferenceSession, feed: np.ndarray, *, warmup: int, r
     Returns:
         Per-run wall times in milliseconds, shape ``(repeats,)``.
     """
-    binding = _bind(session, feed)
-    run: Callable[[Any], None] = session.run_with_iobinding
+    run: Callable[[], Any] = bound_run(session, feed)
     for _ in range(warmup):
-        run(binding)
+        run()
     times = np.empty(repeats, dtype=np.float64)
     with _gc_paused():
         for i in range(repeats):
             t0 = time.perf_counter()
-            run(binding)
+            run()
             times[i] = time.perf_counter() - t0
     return times * 1e3
 
 
 def time_runs_both(
-    session: ort.InferenceSession, feed: np.ndarray, *, warmup: int, repeats: int
+    session: SessionAny, feed: np.ndarray, *, warmup: int, repeats: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`time_runs`, timing each run on the wall clock and the thread CPU clock at once.
 
@@ -184,17 +178,16 @@ def time_runs_both(
     Returns:
         Per-run wall times and thread CPU times in milliseconds, each of shape ``(repeats,)``.
     """
-    binding = _bind(session, feed)
-    run = session.run_with_iobinding
+    run = bound_run(session, feed)
     for _ in range(warmup):
-        run(binding)
+        run()
     wall = np.empty(repeats, dtype=np.float64)
     cpu = np.empty(repeats, dtype=np.float64)
     perf, thread = time.perf_counter, time.thread_time
     with _gc_paused():
         for i in range(repeats):
             t0, c0 = perf(), thread()
-            run(binding)
+            run()
             c1, t1 = thread(), perf()
             wall[i], cpu[i] = t1 - t0, c1 - c0
     return wall * 1e3, cpu * 1e3
@@ -229,18 +222,19 @@ def summarize_ms(times_ms: np.ndarray, *, batch_size: int, provider: str, thread
 
 def session_and_feed(
     model: OnnxSource, *, config: LatencyConfig, input_shape: Sequence[int] | None = None
-) -> tuple[ort.InferenceSession, np.ndarray]:
-    """A session opened as ``config`` says and a random input batch for it (seeded by ``config.seed``).
+) -> tuple[SessionAny, np.ndarray]:
+    """A session opened as ``config`` says (runtime, provider, threads) and a random input batch for it.
 
     Args:
         model: ONNX bytes or a path to an ``.onnx`` file.
-        config: provider, threads, graph optimization, batch size and seed.
+        config: runtime, provider, threads, graph optimization, batch size and seed (of the input).
         input_shape: C×H×W of one input (default: the model's).
     """
-    session = make_session(
+    session = open_model(
         model,
+        runtime=config.runtime,
         provider=config.provider,
-        intra_op_threads=config.intra_op_threads,
+        threads=config.intra_op_threads,
         inter_op_threads=config.inter_op_threads,
         graph_optimization=config.graph_optimization,
     )

@@ -1,6 +1,7 @@
 """prunegym.env.latency: the environment's latency models, measured and predicted, side by side.
 
-- measured (:mod:`.measured`): export each candidate to ONNX and time it with ONNX Runtime.
+- measured (:mod:`.measured`): export each candidate to ONNX and time it with ONNX Runtime or OpenVINO.
+- remote (:mod:`.remote`): the same, on a device served by ``prunegym device serve`` through Redis.
 - predicted: a NetAdapt-style per-layer lookup table profiled once on the target device: its format
   (:mod:`.table`), the channel-count grids (:mod:`.grids`), per-layer profiling (:mod:`.profiling`), the build
   (:mod:`.build`, :mod:`.calibration`), the predictor (:mod:`.predict`), and its check against measurement
@@ -31,6 +32,8 @@ _WHERE = {
     "MeasuredLatency": "prunegym.env.latency.measured",
     "measure_model_latency": "prunegym.env.latency.measured",
     "plot_check": "prunegym.env.latency.plot",
+    "RemoteLatency": "prunegym.env.latency.remote",
+    "device_round_to": "prunegym.env.latency.remote",
     "PredictedLatency": "prunegym.env.latency.predict",
     "nchwc_block": "prunegym.env.latency.predict",
     "FORMAT": "prunegym.env.latency.table",

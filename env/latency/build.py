@@ -25,6 +25,7 @@ from prunegym.core.io import write_json
 from prunegym.core.models import model_info
 from prunegym.core.onnxrt import LatencyConfig, measure_interleaved, resolve_clock, resolve_provider
 from prunegym.core.pruning import CostTable, block_groups, cost_table
+from prunegym.core.remote import RemoteDevice
 from prunegym.env.latency.calibration import Calibration
 from prunegym.env.latency.config import Progress, TableBuildConfig
 from prunegym.env.latency.grids import group_counts, side_values, thin_axis
@@ -37,6 +38,7 @@ from prunegym.env.latency.profiling import (
     micro_graph,
     signature_key,
 )
+from prunegym.env.latency.remote import device_round_to
 from prunegym.env.latency.table import LatencyTable, LayerEntry, architecture_hash, device_info, model_name
 
 __all__ = ["build_latency_table", "partial_path"]
@@ -125,8 +127,10 @@ def _time_chunk(
     config: TableBuildConfig,
     latency: LatencyConfig,
     clock: str,
+    remote: RemoteDevice | None = None,
 ) -> list[float]:
-    """Median ms on ``clock`` of the micro graphs of ``sig`` at each (cin, cout) of ``chunk``, interleaved."""
+    """Median ms on ``clock`` of the micro graphs of ``sig`` at each (cin, cout) of ``chunk``, interleaved (on the
+    ``remote`` device when given)."""
     graphs, shapes = [], []
     for cin, cout in chunk:
         net, shape = micro_graph(sig, cin, cout)
@@ -141,8 +145,12 @@ def _time_chunk(
         repeats=config.repeats,
         graph_optimization=latency.graph_optimization,
         seed=latency.seed,
+        runtime=latency.runtime,
     )
-    times = measure_interleaved(graphs, input_shapes=shapes, config=cfg, rounds=config.rounds)
+    if remote is not None:
+        times = remote.measure_interleaved(graphs, input_shapes=shapes, config=cfg, rounds=config.rounds)
+    else:
+        times = measure_interleaved(graphs, input_shapes=shapes, config=cfg, rounds=config.rounds)
     return [float(ms) for ms in times.median(clock)]
 
 
@@ -158,6 +166,7 @@ def _profile(
     header: Mapping[str, Any],
     partial: Path | None,
     progress: Progress | None,
+    remote: RemoteDevice | None = None,
 ) -> int:
     """Time every (cin, cout) not in ``measured`` yet, chunk by chunk, saving ``partial`` after each chunk.
 
@@ -178,7 +187,9 @@ def _profile(
         progress("layers", done, total)
     for key, chunk in chunks:
         for point, ms in zip(
-            chunk, _time_chunk(sigs[key], chunk, config=config, latency=latency, clock=clock), strict=True
+            chunk,
+            _time_chunk(sigs[key], chunk, config=config, latency=latency, clock=clock, remote=remote),
+            strict=True,
         ):
             measured[key][point] = ms
         done += len(chunk)
@@ -206,6 +217,7 @@ def build_latency_table(
     out: Path | str | None = None,
     source: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    remote: RemoteDevice | None = None,
 ) -> LatencyTable:
     """Profile every conv/linear layer of ``model`` at every reachable channel count, then fit the correction.
 
@@ -219,6 +231,8 @@ def build_latency_table(
             partial file is removed once the table is written.
         source: model/weights/data specs, stored for ``prunegym latency check``.
         progress: called with (stage, done, total): "prepare", "layers", "calibration".
+        remote: profile on this remote device (its worker's runtime and threads) instead of here; its calibration
+            rounds run in one job at the end.
 
     Returns:
         The table (also written to ``out`` when given).
@@ -228,17 +242,23 @@ def build_latency_table(
             device cannot use, an unavailable provider.
     """
     start = time.perf_counter()
+    host = remote.record if remote is not None else None
+    if remote is not None:
+        latency = replace(latency, runtime=remote.runtime, intra_op_threads=remote.threads)
+    device = device_info(config=latency, host=host)
+    if remote is not None:
+        device["remote_device"] = remote.device
+    local_ort = remote is None and latency.runtime == "ort"
+    block = nchwc_block(resolve_provider(latency.provider)) if local_ort else device_round_to(device)
     if config.round_to is None:
-        config = replace(config, round_to=nchwc_block(resolve_provider(latency.provider)))
+        config = replace(config, round_to=block)
     input_shape = tuple(int(s) for s in input_shape)
     model = model.eval()
     costs: CostTable = cost_table(model, input_shape=input_shape)
     entries, sigs = _layer_entries(costs, layer_contexts(model, input_shape), config=config)
     channels = dict(costs.channels)
-    device = device_info(config=latency)
     arch = architecture_hash(model, input_shape=input_shape)
     clock = resolve_clock(config.clock, config=latency)
-    block = nchwc_block(device["provider"])
     blocks = block_groups(model, list(channels)) if config.depth else {}
     search = {
         "round_to": config.round_to,
@@ -265,6 +285,7 @@ def build_latency_table(
         latency=latency,
         block=block,
         progress=progress,
+        remote=remote,
     )
     t_prepare = time.perf_counter() - t_prepare
     t_profile = time.perf_counter()
@@ -279,6 +300,7 @@ def build_latency_table(
         header=header,
         partial=partial,
         progress=progress,
+        remote=remote,
     )
     for key in sigs:
         sigs[key]["points"] = measured[key]

@@ -24,6 +24,7 @@ from prunegym.core.onnx_export import export_onnx_bytes
 from prunegym.core.onnxrt import Interleaved, LatencyConfig
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy
+from prunegym.core.remote import RemoteDevice, RemoteInterleaved
 from prunegym.env.latency.config import MODES, Progress, TableBuildConfig
 from prunegym.env.latency.predict import LayerSums, table_kept
 from prunegym.env.latency.table import LatencyTable
@@ -283,6 +284,7 @@ class Calibration:
         latency: provider, threads, batch, warm-up, graph optimization and seed of the measurement.
         block: the NCHWc block.
         progress: called with ("prepare", done, total) while exporting and ("calibration", ...) per round.
+        remote: time the calibration models on this remote device (all rounds in one job, when first read).
     """
 
     def __init__(
@@ -296,6 +298,7 @@ class Calibration:
         latency: LatencyConfig,
         block: int,
         progress: Progress | None,
+        remote: RemoteDevice | None = None,
     ) -> None:
         self.blocks = dict(blocks or {})
         self.policies = calibration_policies(
@@ -322,10 +325,14 @@ class Calibration:
             warmup=latency.warmup,
             graph_optimization=latency.graph_optimization,
             seed=latency.seed,
+            runtime=latency.runtime,
         )
         per_round = max(1, math.ceil(config.calib_repeats / config.calib_rounds))
-        self.timer = Interleaved(
-            graphs, input_shapes=[tuple(input_shape)] * len(graphs), config=cfg, per_round=per_round
+        shapes = [tuple(input_shape)] * len(graphs)
+        self.timer: Interleaved | RemoteInterleaved = (
+            Interleaved(graphs, input_shapes=shapes, config=cfg, per_round=per_round)
+            if remote is None
+            else RemoteInterleaved(remote, graphs, input_shapes=shapes, config=cfg, per_round=per_round)
         )
 
     @property

@@ -269,6 +269,7 @@ class PredictedLatency:
         provider: str = "cpu",
         threads: int = 1,
         batch_size: int | None = None,
+        runtime: str = "ort",
     ) -> PredictedLatency:
         """Read a table and check it fits the evaluator's model, input shape and rounding and this device.
 
@@ -278,6 +279,7 @@ class PredictedLatency:
             provider: the provider the run would measure with.
             threads: the intra-op threads the run would measure with.
             batch_size: the batch the run would measure with; defaults to the table's.
+            runtime: the runtime the run would measure with.
 
         Returns:
             The predictor, in the evaluator's group order.
@@ -295,9 +297,13 @@ class PredictedLatency:
                 intra_op_threads=threads,
                 batch_size=batch_size or int(table.device.get("batch_size", 1)),
                 graph_optimization=str(table.device.get("graph_optimization", "all")),
+                runtime=runtime,
             )
         )
-        table.check_device(here, source=source)
+        if table.device.get("remote_device"):  # profiled for a device elsewhere: it predicts that device, not this one
+            log.info("%s was profiled on remote device %s", source, table.device["remote_device"])
+        else:
+            table.check_device(here, source=source)
         table.check_round_to(int(evaluator.config.round_to), source=source)
         groups = tuple(evaluator.table.channels)
         if dict(evaluator.table.channels) != dict(table.groups):

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
 from torch import nn
 
 from prunegym.core.errors import UserError
 from prunegym.core.io import write_json
 from prunegym.core.models import model_info
-from prunegym.core.onnxrt import LatencyConfig, cpu_flags, cpu_name, resolve_provider
+from prunegym.core.onnxrt import LatencyConfig, host_record
 from prunegym.env.latency.grids import group_counts
 
 __all__ = [
@@ -39,30 +36,52 @@ __all__ = [
 FORMAT = "prunegym-latency-table"
 VERSION = 1
 REBUILD = "rebuild it with `prunegym latency build`"
-DEVICE_KEYS = ("provider", "threads", "batch_size", "graph_optimization", "cpu", "onnxruntime")
+DEVICE_KEYS = (
+    "runtime",
+    "runtime_version",
+    "provider",
+    "threads",
+    "batch_size",
+    "graph_optimization",
+    "cpu",
+    "onnxruntime",
+)
+# what a table made before the runtime choice holds for the keys it lacks
+_OLD_DEFAULTS = {"runtime": "ort"}
 
 
-def device_info(*, config: LatencyConfig) -> dict[str, Any]:
-    """What makes a latency table valid on a machine.
+def device_info(*, config: LatencyConfig, host: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What makes a latency table valid on a machine, built from a host record (this machine's, or the one a remote
+    device worker registered).
 
     Args:
-        config: the provider, threads, batch and graph optimization the table is (or was) measured with.
+        config: the runtime, provider, threads, batch and graph optimization the table is (or was) measured with.
+        host: a :func:`~prunegym.core.onnxrt.host_record` (default: this machine's, for ``config``'s runtime); a
+            remote device's also gives the threads and runtime.
 
     Returns:
-        Provider, threads, batch, graph optimization, CPU name and onnxruntime version (compared, see
-        :data:`DEVICE_KEYS`), plus ``machine`` and ``cpus`` (recorded, not compared).
+        Runtime and its version, provider, threads, batch, graph optimization, CPU name and onnxruntime version
+        (compared, see :data:`DEVICE_KEYS`), plus ``cpu_flags``, ``machine``, ``cpus`` (recorded, not compared)
+        and, for a remote device, its ``hostname``.
     """
-    return {
-        "provider": resolve_provider(config.provider),
-        "threads": int(config.intra_op_threads),
+    remote = host is not None
+    host = dict(host) if host is not None else host_record(runtime=config.runtime, provider=config.provider)
+    out = {
+        "runtime": host["runtime"],
+        "runtime_version": host["runtime_version"],
+        "provider": host["provider"],
+        "threads": int(host["threads"]) if remote else int(config.intra_op_threads),
         "batch_size": int(config.batch_size),
         "graph_optimization": config.graph_optimization,
-        "cpu": cpu_name(),
-        "cpu_flags": list(cpu_flags()),
-        "onnxruntime": ort.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        "cpu": host["cpu"],
+        "cpu_flags": list(host["cpu_flags"]),
+        "onnxruntime": host["onnxruntime"],
+        "machine": host["arch"],
+        "cpus": host["cpus"],
     }
+    if remote:
+        out["hostname"] = host.get("hostname")
+    return out
 
 
 def architecture_hash(model: nn.Module, *, input_shape: Sequence[int]) -> str:
@@ -292,11 +311,8 @@ class LatencyTable:
             device: this run's :func:`device_info`.
             source: what to call the table in the message.
         """
-        diffs = [
-            f"{k} {self.device.get(k)!r} ≠ {device.get(k)!r}"
-            for k in DEVICE_KEYS
-            if self.device.get(k) != device.get(k)
-        ]
+        mine = {**_OLD_DEFAULTS, "runtime_version": self.device.get("onnxruntime"), **self.device}
+        diffs = [f"{k} {mine.get(k)!r} ≠ {device.get(k)!r}" for k in DEVICE_KEYS if mine.get(k) != device.get(k)]
         if diffs:
             raise UserError(
                 f"{source} was profiled on another device or runtime setting ({', '.join(diffs)}: table ≠ this "

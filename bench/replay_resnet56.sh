@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Issue 14's replay: the best re-scored ResNet-56 policy, finetuned with knowledge distillation from the unpruned
+# model (30 epochs, cosine LR, channels-last, one thread by default), then transform → ONNX → INT8 → verify on all
+# 10,000 test images with ONNX Runtime → interleaved batch-1 bench → bundle.
+# The replay folder (checkpoints, ONNX of every step: tens of MB) lives under the git-ignored runs/ and resumes
+# when this script is rerun with the same settings (a changed setting redoes the stale steps); when the replay
+# has finished, the bundle and its reports are copied to PUBLISH (small files only: they are what is committed).
+# Usage: POLICY=…/best_policy.yaml [OUT=runs/r56-replay-xeon] [PUBLISH=bench/results/resnet56/replay-xeon]
+#        [EPOCHS=30] [LR=0.01] [THREADS=1] bash bench/replay_resnet56.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${POLICY:?name the policy YAML to replay: POLICY=…/best_policy.yaml}"
+OUT=${OUT:-runs/r56-replay-xeon}
+PUBLISH=${PUBLISH:-bench/results/resnet56/replay-xeon}
+EPOCHS=${EPOCHS:-30}
+LR=${LR:-0.01}
+THREADS=${THREADS:-1}
+export OMP_NUM_THREADS=$THREADS
+mkdir -p bench/logs
+.venv/bin/prunegym replay --policy "$POLICY" --model resnet56 \
+  --weights ../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py \
+  --epochs "$EPOCHS" --lr "$LR" --bench-threads 1 --bench-rounds 20 --bench-repeats 600 \
+  --torch-threads "$THREADS" --out "$OUT" >> "bench/logs/$(basename "$OUT").log" 2>&1
+mkdir -p "$PUBLISH"
+cp -r "$OUT/bundle" "$PUBLISH/"
+cp "$POLICY" "$PUBLISH/policy.yaml"
+cp "$OUT/finetune/metrics.jsonl" "$PUBLISH/finetune-metrics.jsonl"
+echo "published $OUT/bundle to $PUBLISH"
