@@ -83,3 +83,14 @@ def test_bring_your_own_factory() -> None:
     assert isinstance(model, torch.nn.Identity)
     with pytest.raises(UserError, match=r"cannot import module.*PYTHONPATH"):
         build_model("no_such_pkg.mod:factory", allow_import=True)
+
+
+def test_stat_cli_prints_the_deephi_counts(capsys) -> None:
+    import json
+
+    from prunegym.cli.main import main
+
+    assert main(["stat", "--model", "minivggnet", "--convention", "deephi", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["weights"], out["operations"]) == (68_389, 49_053_696)
+    assert out["params"] == 2_169_770 and out["convention"].startswith("DeePhi")
