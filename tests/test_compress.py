@@ -121,6 +121,9 @@ def test_magnitude_masks_global_and_per_layer() -> None:
     assert glob["a"].sum() == 0 and glob["b"].sum() == 10  # the 10 smallest are all of a
     layer = magnitude_masks({"a": a, "b": b}, sparsity=0.3, scope="layer")
     assert layer["a"].tolist() == [0, 0, 0] + [1] * 7 and layer["b"].sum() == 7
+    # sigma: thresholds proportional to each layer's std (b is a scaled by 100: both lose the same weights)
+    sigma = magnitude_masks({"a": a, "b": b}, sparsity=0.5, scope="sigma")
+    assert sigma["a"].tolist() == sigma["b"].tolist() == [0] * 5 + [1] * 5
 
 
 def test_masks_stay_zero_through_sgd_with_momentum_and_weight_decay() -> None:

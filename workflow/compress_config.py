@@ -20,7 +20,8 @@ class CompressConfig:
         out: run folder (one ``pruned_K.pt`` per pruning step, ``model.dc``, ``report.json``, ``report.md``).
         weights: the trained weights.
         sparsity: fraction of the Conv2d/Linear weights set to zero at the end.
-        scope: global (one magnitude threshold over all layers) or layer (every layer pruned to the sparsity).
+        scope: global (one magnitude threshold over all layers), layer (every layer pruned to the sparsity) or
+            sigma (Han et al.'s per-layer threshold quality·σ of the layer, the quality solved for the sparsity).
         prune_steps: pruning steps of the AGP schedule (1: one-shot).
         epochs_per_step: finetune epochs after each pruning step, pruned weights held at zero (0: no finetune).
         lr: finetune learning rate of each step (decays to 0 within the step).
@@ -65,8 +66,8 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sparsity) and 0.0 <= self.sparsity < 1.0):
             raise ConfigError(f"--sparsity {self.sparsity} is outside [0, 1); use a fraction such as 0.85")
-        if self.scope not in ("global", "layer"):
-            raise ConfigError(f"--scope must be global or layer, got {self.scope!r}")
+        if self.scope not in ("global", "layer", "sigma"):
+            raise ConfigError(f"--scope must be global, layer or sigma, got {self.scope!r}")
         if self.prune_steps < 1:
             raise ConfigError(f"--prune-steps must be ≥ 1 (1: one-shot), got {self.prune_steps}")
         if self.epochs_per_step < 0:

@@ -25,7 +25,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "sigma")
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -53,6 +53,12 @@ def agp_sparsity(step: int, *, steps: int, final: float, initial: float = 0.0) -
     return final + (initial - final) * (1.0 - t) ** 3
 
 
+def _sigma(w: torch.Tensor) -> float:
+    """The standard deviation of a tensor's weights (1 for a constant or one-element tensor)."""
+    sd = float(w.detach().std()) if w.numel() > 1 else 0.0
+    return sd if sd > 0 else 1.0
+
+
 @torch.no_grad()
 def magnitude_masks(weights: Mapping[str, torch.Tensor], *, sparsity: float, scope: str = "global") -> dict:
     """Masks (1 = kept) removing the ``sparsity`` fraction of smallest-magnitude weights.
@@ -60,7 +66,9 @@ def magnitude_masks(weights: Mapping[str, torch.Tensor], *, sparsity: float, sco
     Args:
         weights: the tensors to prune, by name.
         sparsity: fraction to remove, in [0, 1).
-        scope: ``global`` (one threshold over all tensors) or ``layer`` (the same fraction of each tensor).
+        scope: ``global`` (one threshold over all tensors), ``layer`` (the same fraction of each tensor) or
+            ``sigma`` (Han et al.'s per-layer threshold ``q·σ_layer``, with the one quality ``q`` that reaches
+            ``sparsity`` overall: a global threshold on ``|w| / σ_layer``).
 
     Returns:
         name → float mask of the tensor's shape.
@@ -74,9 +82,10 @@ def magnitude_masks(weights: Mapping[str, torch.Tensor], *, sparsity: float, sco
         k = round(sparsity * values.numel())  # how many to remove
         return float(values.kthvalue(k).values) if k > 0 else -1.0
 
-    if scope == "global":
-        threshold = keep_top(torch.cat([w.detach().abs().flatten() for w in weights.values()]))
-        return {n: (w.detach().abs() > threshold).float() for n, w in weights.items()}
+    if scope in ("global", "sigma"):
+        scale = {n: _sigma(w) if scope == "sigma" else 1.0 for n, w in weights.items()}
+        threshold = keep_top(torch.cat([w.detach().abs().flatten() / scale[n] for n, w in weights.items()]))
+        return {n: (w.detach().abs() / scale[n] > threshold).float() for n, w in weights.items()}
     return {n: (w.detach().abs() > keep_top(w.detach().abs().flatten())).float() for n, w in weights.items()}
 
 
