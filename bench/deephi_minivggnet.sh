@@ -23,11 +23,11 @@ PER_EPOCH=${MAXSTEPS:-351}
 epochs() { $PY -c "print(max(1, round($1 / $PER_EPOCH)))"; }
 resume() { [ -e "$1/config.yaml" ] && echo --resume || true; }
 CAP=(${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS})
-SOLVER=(--lr 0.01 --lr-schedule poly --lr-power 1 --weight-decay 5e-4 --batch-size 128)
+SOLVER=(--lr 0.01 --lr-schedule poly --lr-power 1 --weight-decay 5e-4 --batch-size 128 --no-nesterov)
 echo "train: $(epochs "$TRAIN_ITERS") epochs of $PER_EPOCH steps; rounds: $(epochs "$ROUND_ITERS") epochs each"
 
 $P train --model minivggnet --data "$DATA" --epochs "$(epochs "$TRAIN_ITERS")" "${SOLVER[@]}" --momentum 0.9 \
-   --no-nesterov --warmup-epochs 0 "${CAP[@]}" --out "$RUN/train" $(resume "$RUN/train")
+   --warmup-epochs 0 "${CAP[@]}" --out "$RUN/train" $(resume "$RUN/train")
 W=(--model minivggnet --weights "$RUN/train/best.pt" --data "$DATA")
 $P ana "${W[@]}" --val-size 1000 --out "$RUN/ana" $(resume "$RUN/ana")
 $P iterate "${W[@]}" --ana "$RUN/ana" --rates 0.1,0.2,0.3,0.4,0.5,0.6,0.7 --epochs-per-round "$(epochs "$ROUND_ITERS")" \

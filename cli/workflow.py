@@ -68,6 +68,7 @@ HELP = {
     "lr_schedule": "cosine or poly (Caffe's poly policy, the DeePhi tutorial's solver)",
     "lr_power": "exponent of the poly schedule",
     "weight_decay": "finetune SGD weight decay",
+    "nesterov": "Nesterov momentum in the finetune (--no-nesterov: plain momentum, as Caffe's solver)",
     "convention": "weights/operations counting: prunegym (every parameter) or deephi (the Vitis-AI tutorial's)",
     "distill": "distill every round's finetune from the unpruned model",
     "max_steps_per_epoch": "cap finetune steps per epoch (quick runs)",

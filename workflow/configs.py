@@ -167,6 +167,7 @@ class IterateConfig:
     lr_schedule: str = "cosine"
     lr_power: float = 1.0
     weight_decay: float = 5e-4
+    nesterov: bool = True
     batch_size: int = 128
     criterion: str = "l1"
     round_to: int = 1
@@ -222,6 +223,7 @@ class IterateConfig:
             lr_schedule=self.lr_schedule,
             lr_power=self.lr_power,
             weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
             warmup_epochs=0.0,
             teacher="unpruned model" if teacher else None,
             kd_alpha=self.kd_alpha,
