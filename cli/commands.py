@@ -53,6 +53,15 @@ REGISTRY: tuple[CommandFamily, ...] = (
         ),
     ),
     CommandFamily(
+        "prunegym.cli.compress",
+        (
+            (
+                "compress",
+                "Deep Compression: fine-grained AGP pruning, weight sharing, Huffman-coded .dc file (resumable)",
+            ),
+        ),
+    ),
+    CommandFamily(
         "prunegym.cli.demo",
         (("demo", "the whole pipeline on the embedded default (ResNet-20 on 32×32 digits): no downloads, no flags"),),
     ),

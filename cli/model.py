@@ -70,7 +70,7 @@ def _trained_input_shape(model: str) -> tuple[int, ...] | None:
     """The input shape a saved model records (training checkpoints and replayed models do), else None."""
     from prunegym.core.checkpoint import read_checkpoint
 
-    if not (Path(model).is_dir() or model.endswith((".pt", ".pth"))) or not Path(model).exists():
+    if not (Path(model).is_dir() or model.endswith((".pt", ".pth", ".dc"))) or not Path(model).exists():
         return None
     saved = read_checkpoint(model).get("input_shape")
     return tuple(int(v) for v in saved) if isinstance(saved, (list, tuple)) and len(saved) == 3 else None
@@ -123,10 +123,14 @@ def cmd_stat(args: argparse.Namespace) -> int:
             f"{args.model} cannot run on input {','.join(map(str, shape))}: {first}; check --input-shape"
         ) from exc
     removed = [name for name, m in net.named_modules() if isinstance(m, RemovedBlock)]
+    conv = args.convention
     if args.json:
-        print_json({"model": args.model, "input_shape": list(shape), "removed_blocks": removed, **stats.to_dict()})
+        extra = {"weights": stats.weights(conv), "operations": stats.operations(conv)}
+        print_json(
+            {"model": args.model, "input_shape": list(shape), "removed_blocks": removed, **stats.to_dict(conv), **extra}
+        )
         return 0
-    table = Table(title=f"{args.model} — input {tuple(shape)}", caption=stats.to_dict()["convention"])
+    table = Table(title=f"{args.model} — input {tuple(shape)}", caption=stats.to_dict(conv)["convention"])
     for col in ("layer", "type", "in", "out", "output", "MACs", "params"):
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for layer in stats.layers:
@@ -142,10 +146,16 @@ def cmd_stat(args: argparse.Namespace) -> int:
     table.add_section()
     table.add_row("total", "", "", "", "", fmt_int(stats.macs), fmt_int(stats.params))
     stdout.print(table)
-    stdout.print(
-        f"MACs {fmt_int(stats.macs)}  params {fmt_int(stats.params)}  "
-        f"operations (DeePhi: 2·MACs + bias adds) {fmt_int(stats.ops_deephi)}"
-    )
+    if conv == "deephi":
+        stdout.print(
+            f"DeePhi convention: weights {fmt_int(stats.weights(conv))} (all but Linear layers)  "
+            f"operations {fmt_int(stats.operations(conv))} (2·MACs + bias adds of the convolutions)"
+        )
+    else:
+        stdout.print(
+            f"MACs {fmt_int(stats.macs)}  params {fmt_int(stats.params)}  "
+            f"operations (DeePhi: 2·MACs + bias adds) {fmt_int(stats.ops_deephi)}"
+        )
     if removed:
         stdout.print(f"residual blocks removed ({len(removed)}): {', '.join(removed)}")
     return 0
@@ -287,6 +297,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="weights to load (checked against the model)")
     p.add_argument("--data", help="data spec, to take the input shape and class count from")
     p.add_argument("--input-shape", help="C,H,W (default: the model's or the data's)")
+    p.add_argument(
+        "--convention",
+        choices=("prunegym", "deephi"),
+        default="prunegym",
+        help="counting convention of the weights/operations totals: prunegym (every parameter; Conv+Linear) or "
+        "deephi (the Vitis-AI tutorial's: no Linear layers, BN vectors counted)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (params, macs, layers)")
     p.set_defaults(func=cmd_stat)
 

@@ -64,7 +64,12 @@ HELP = {
     "atol": "largest output change a channel removal may cause (relative to the output scale)",
     "rates": "cumulative fractions of the ORIGINAL MACs removed after each round, e.g. 0.1,0.2,0.3",
     "epochs_per_round": "finetune epochs per round",
-    "lr": "finetune learning rate (cosine to 0 per round)",
+    "lr": "finetune learning rate (decays to 0 per round by --lr-schedule)",
+    "lr_schedule": "cosine or poly (Caffe's poly policy, the DeePhi tutorial's solver)",
+    "lr_power": "exponent of the poly schedule",
+    "weight_decay": "finetune SGD weight decay",
+    "nesterov": "Nesterov momentum in the finetune (--no-nesterov: plain momentum, as Caffe's solver)",
+    "convention": "weights/operations counting: prunegym (every parameter) or deephi (the Vitis-AI tutorial's)",
     "distill": "distill every round's finetune from the unpruned model",
     "max_steps_per_epoch": "cap finetune steps per epoch (quick runs)",
     "eval_test": "report the test top-1 of each round too",
@@ -241,6 +246,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         batch_size=cfg.batch_size,
         calib_batch_count=cfg.calib_batches,
         seed=cfg.seed,
+        convention=cfg.convention,
     )
     run_dir = prepare_run_dir(cfg.out, config=cfg, resume=args.overwrite, command="prune")
     path = save_pruned(run_dir, result)
@@ -322,6 +328,7 @@ def cmd_transform(args: argparse.Namespace) -> int:
 def cmd_iterate(args: argparse.Namespace) -> int:
     from prunegym.core.checkpoint import save_model
     from prunegym.workflow import (
+        Summary,
         check_finished_rounds,
         iterate_rounds,
         summarize,
@@ -364,6 +371,9 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 
         def on_round(r: RoundResult) -> None:
             state["round"] = r.round + 1
+            for name, record in (("compress", r.compress_summary), ("finetune", r.finetune_summary)):
+                if record:
+                    bar.console.print(Summary.from_dict(record).table(title=f"round {r.round} {name} summary"))
             bar.console.print(r.line() + (" (done before)" if r.skipped else ""))
 
         rounds = iterate_rounds(
@@ -397,6 +407,9 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         baseline_accuracy=base_acc,
         compressed_accuracy=final.accuracy,
         accuracy_note=f"val top-1 (n={len(splits.val_y)}); compressed after round {final.round}'s finetune",
+        convention=cfg.convention,
+        baseline_top5=rounds[0].finetune_summary["baseline_top5"] if rounds[0].finetune_summary else None,
+        compressed_top5=final.accuracy_top5,
     )
     write_json(run_dir / "summary.json", summary.to_dict())
     atomic_write_text(run_dir / "summary.md", summary.markdown(title="iterate"))

@@ -6,7 +6,9 @@ Formats understood by :func:`load_state_dict_file`:
   (the akamaster CIFAR ResNets: ``{'state_dict': ..., 'best_prec1': ...}`` with a ``module.`` prefix);
 - prunegym checkpoints (``format: prunegym.checkpoint/1``) written by training;
 - prunegym models (``format: prunegym.model/1``): base architecture + optional pruning policy + state_dict,
-  rebuilt without unpickling any module.
+  rebuilt without unpickling any module;
+- Deep Compression files (``*.dc``, :mod:`prunegym.core.dc_format`): the same description, sparse, weight-shared
+  and Huffman-coded, decoded by :func:`read_checkpoint` into the same dict.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunegym.core.dc_format import DC_FORMAT, is_dc_file, read_dc
 from prunegym.core.errors import CheckpointError
 from prunegym.core.io import atomic_torch_save
 from prunegym.core.models import build_model, model_info
@@ -54,6 +57,8 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = checkpoint_file(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; check the path (--weights / --model)")
+    if is_dc_file(path):
+        return read_dc(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
@@ -167,9 +172,9 @@ def load_model(
     model: str, *, weights: str | Path | None = None, num_classes: int = 10, in_channels: int = 3
 ) -> nn.Module:
     """Resolve ``--model``/``--weights``: a zoo name or factory, or a saved prunegym model (file or run folder)."""
-    if ("/" in model or model.endswith((".pt", ".pth")) or Path(model).is_dir()) and ":" not in model:
+    if ("/" in model or model.endswith((".pt", ".pth", ".dc")) or Path(model).is_dir()) and ":" not in model:
         obj = read_checkpoint(model)
-        if obj.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
+        if obj.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT, DC_FORMAT):
             raise CheckpointError(f"{model} is not a prunegym model; use --model NAME --weights {model}")
         net = rebuild_model(obj, source=str(model))
         if weights is not None:

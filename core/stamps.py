@@ -61,10 +61,12 @@ class StepStamps:
 
     Args:
         folder: the folder the steps write into.
+        label: what a step is called in the log (``replay step``, ``compress step``).
     """
 
-    def __init__(self, folder: Path | str) -> None:
+    def __init__(self, folder: Path | str, *, label: str = "replay step") -> None:
         self.path = Path(folder) / STAMPS_FILE
+        self.label = label
         try:
             data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
         except (OSError, json.JSONDecodeError):
@@ -85,7 +87,7 @@ class StepStamps:
                 if entry
                 else "no record of the settings it was made from"
             )
-            log.warning("redoing replay step %s (its outputs are stale: %s)", step, why)
+            log.warning("redoing %s %s (its outputs are stale: %s)", self.label, step, why)
         return False
 
     def record(self, step: str, settings: Mapping[str, Any]) -> None:

@@ -5,6 +5,13 @@ Convention: MACs count the multiply-accumulates of Conv2d and Linear layers only
 BatchNorm, activations, pooling, residual additions and bias additions are not counted. Parameters count
 every parameter of the model (BatchNorm affine weights included). ``ops_deephi`` is DeePhi/Vitis-AI's
 "operations" figure, ``2 · MACs + bias additions`` (one per output element of a layer with bias).
+
+The ``deephi`` convention (:data:`CONVENTIONS`) reproduces the figures of the Vitis-AI/DeePhi CIFAR-10 tutorial's
+summaries, whose pruner only touches convolutions: **Operations** = ``2 · MACs + bias additions`` of the Conv2d
+layers only (miniVGGNet: 49,053,696), **Weights** = every stored element of every module except the Linear
+layers, i.e. convolution weights and biases plus BatchNorm's four per-channel vectors (scale, shift, running mean
+and variance) and its one step counter (miniVGGNet: 65,568 + 772 + 2,049 = 68,389, exactly the tutorial's figure;
+the dense layers' 2,102,282 parameters are not counted).
 """
 
 from __future__ import annotations
@@ -32,17 +39,51 @@ class LayerStat:
     groups: int = 1
 
 
+CONVENTIONS = {
+    "prunegym": "MACs of Conv2d+Linear (bias, BN, pooling not counted); ops_deephi = 2*MACs + bias adds",
+    "deephi": "DeePhi/Vitis-AI: weights = all stored elements except Linear layers (conv weights+biases, BN "
+    "scale/shift/mean/var/counter); operations = 2*MACs + bias adds of Conv2d layers only",
+}
+
+
 @dataclass(frozen=True)
 class ModelStats:
     params: int
     macs: int
     ops_deephi: int
     layers: tuple[LayerStat, ...]
+    deephi_weights: int = 0
+    deephi_ops: int = 0
 
-    def to_dict(self) -> dict:
+    def weights(self, convention: str = "prunegym") -> int:
+        """The weight count under ``convention`` (:data:`CONVENTIONS`)."""
+        return self.deephi_weights if _checked(convention) == "deephi" else self.params
+
+    def operations(self, convention: str = "prunegym") -> int:
+        """The operation count under ``convention`` (:data:`CONVENTIONS`)."""
+        return self.deephi_ops if _checked(convention) == "deephi" else self.ops_deephi
+
+    def to_dict(self, convention: str = "prunegym") -> dict:
         d = asdict(self)
-        d["convention"] = "MACs of Conv2d+Linear (bias, BN, pooling not counted); ops_deephi = 2*MACs + bias adds"
+        d["convention"] = CONVENTIONS[_checked(convention)]
         return d
+
+
+def _checked(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown counting convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def _deephi_weights(model: nn.Module) -> int:
+    """Stored elements (parameters and buffers) of every module except Linear layers and padded shortcuts."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear | PadShortcutConv):
+            continue
+        total += sum(p.numel() for p in module.parameters(recurse=False))
+        total += sum(b.numel() for b in module.buffers(recurse=False))
+    return total
 
 
 def _layer_stat(name: str, module: nn.Module, out: torch.Tensor) -> LayerStat | None:
@@ -116,4 +157,6 @@ def model_stats(model: nn.Module, *, input_shape: tuple[int, int, int]) -> Model
         macs=macs,
         ops_deephi=2 * macs + sum(layer.bias_adds for layer in layers),
         layers=layers,
+        deephi_weights=_deephi_weights(model),
+        deephi_ops=sum(2 * layer.macs + layer.bias_adds for layer in layers if layer.type != "Linear"),
     )

@@ -47,12 +47,24 @@ class TrainResult:
     seconds: float
 
 
-def get_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
-    """Linear warm-up for ``warmup_steps``, then cosine decay from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+def get_lr(
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    min_lr: float = 0.0,
+    schedule: str = "cosine",
+    power: float = 1.0,
+) -> float:
+    """Linear warm-up for ``warmup_steps``, then a decay from ``base_lr`` to ``min_lr`` at ``total_steps``: a half
+    cosine, or Caffe's ``poly`` policy ``(1 − progress)^power``."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     progress = min(max(progress, 0.0), 1.0)
+    if schedule == "poly":
+        return min_lr + (base_lr - min_lr) * (1.0 - progress) ** power
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
@@ -230,6 +242,8 @@ def train(
                     warmup_steps=warmup_steps,
                     base_lr=config.lr,
                     min_lr=config.min_lr,
+                    schedule=config.lr_schedule,
+                    power=config.lr_power,
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr

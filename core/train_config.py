@@ -18,6 +18,8 @@ SCHEDULE_KEYS = (
     "warmup_epochs",
     "min_lr",
     "momentum",
+    "lr_schedule",
+    "lr_power",
     "label_smoothing",
     "augment",
     "val_size",
@@ -40,8 +42,11 @@ class TrainConfig:
         weights: initial weights (state_dict or checkpoint).
         epochs: training epochs.
         batch_size: images per SGD step.
-        lr: peak learning rate of the cosine schedule.
-        min_lr: learning rate at the end of the cosine schedule.
+        lr: peak learning rate of the schedule (Caffe's base_lr).
+        min_lr: learning rate at the end of the schedule.
+        lr_schedule: cosine (decay to min_lr on a half cosine) or poly (Caffe's "poly" policy:
+            lr · (1 − step/total)^lr_power, the DeePhi tutorial's solver).
+        lr_power: exponent of the poly schedule.
         momentum: SGD momentum.
         nesterov: Nesterov momentum.
         weight_decay: SGD weight decay.
@@ -72,6 +77,8 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1
     min_lr: float = 0.0
+    lr_schedule: str = "cosine"  # cosine | poly
+    lr_power: float = 1.0
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -98,6 +105,10 @@ class TrainConfig:
             raise UserError(f"batch_size must be ≥ 2 (BatchNorm needs it), got {self.batch_size}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in {"cosine", "poly"}:
+            raise UserError(f"lr_schedule must be cosine or poly, got {self.lr_schedule!r}")
+        if not self.lr_power > 0:
+            raise UserError(f"lr_power must be > 0, got {self.lr_power}")
         if self.acc_name not in {"top1", "top5"}:
             raise UserError(f"acc_name must be top1 or top5, got {self.acc_name!r}")
         if self.augment not in {None, "none", "crop", "crop+flip"}:

@@ -36,6 +36,14 @@ def test_minivggnet_conv_operations_match_deephi_count() -> None:
     assert [(f.in_channels, f.out_channels) for f in fc] == [(4096, 512), (512, 10)]
 
 
+def test_minivggnet_deephi_convention_gives_the_tutorials_weights_and_operations() -> None:
+    stats = model_stats(build_model("minivggnet"), input_shape=(3, 32, 32))
+    assert stats.weights("deephi") == 68_389
+    assert stats.operations("deephi") == 49_053_696
+    assert stats.weights("prunegym") == stats.params == 2_169_770
+    assert stats.to_dict("deephi")["convention"].startswith("DeePhi")
+
+
 def test_smallcnn_macs_by_hand() -> None:
     stats = model_stats(build_model("smallcnn", in_channels=1), input_shape=(1, 8, 8))
     expected = 32 * 1 * 9 * 64 + 32 * 32 * 9 * 64 + 64 * 32 * 9 * 16 + 64 * 64 * 9 * 16 + 64 * 10
@@ -75,3 +83,14 @@ def test_bring_your_own_factory() -> None:
     assert isinstance(model, torch.nn.Identity)
     with pytest.raises(UserError, match=r"cannot import module.*PYTHONPATH"):
         build_model("no_such_pkg.mod:factory", allow_import=True)
+
+
+def test_stat_cli_prints_the_deephi_counts(capsys) -> None:
+    import json
+
+    from prunegym.cli.main import main
+
+    assert main(["stat", "--model", "minivggnet", "--convention", "deephi", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["weights"], out["operations"]) == (68_389, 49_053_696)
+    assert out["params"] == 2_169_770 and out["convention"].startswith("DeePhi")

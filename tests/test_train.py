@@ -67,6 +67,16 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
         assert torch.allclose(v.float(), b["state_dict"][k].float(), atol=1e-6), k
 
 
+def test_poly_schedule_is_caffes_poly_policy() -> None:
+    from prunegym.core.train import get_lr
+
+    kw = {"total_steps": 1000, "warmup_steps": 0, "base_lr": 0.01, "schedule": "poly"}
+    assert get_lr(0, **kw) == pytest.approx(0.01)
+    assert get_lr(250, **kw) == pytest.approx(0.0075)  # power 1: linear to zero
+    assert get_lr(500, **kw, power=2.0) == pytest.approx(0.0025)
+    assert get_lr(1000, **kw) == 0.0
+
+
 def test_distillation_from_a_teacher_runs_and_loss_is_zero_for_identical_logits() -> None:
     logits = torch.randn(4, 10)
     labels = logits.argmax(1)

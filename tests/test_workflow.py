@@ -306,6 +306,11 @@ def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path
         assert r.macs == model_stats(reloaded, input_shape=DIGITS).macs <= (1 - rate) * base_macs
         assert not r.skipped
     assert rounds[1].macs < rounds[0].macs
+    for r in rounds:  # every round carries DeePhi's two summaries: before (pruned) and after the finetune
+        c, f = r.compress_summary, r.finetune_summary
+        assert c["compressed_accuracy"] == r.accuracy_pruned and c["compressed_top5"] == r.accuracy_pruned_top5
+        assert f["compressed_top5"] == r.accuracy_top5 and 0 <= r.accuracy_pruned <= 100
+        assert c["compressed_ops"] == f["compressed_ops"] == r.ops and f["baseline_params"] > r.params
     # channels never grow back: round 2 keeps a subset of round 1's counts
     p1, p2 = (Policy.load(run / f"round_{k}" / "policy.yaml") for k in (1, 2))
     assert all(p2.ratio(g) >= p1.ratio(g) for g in GROUPS) and p2.round_to == 1
@@ -346,6 +351,8 @@ def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path
     lines = [line for line in out.splitlines() if line.startswith("After round")]
     assert [line.split(":")[0] for line in lines] == ["After round 1", "After round 2", "After round 3"]
     assert "operations" in lines[2] and "weights" in lines[2] and "top-1" in lines[2]
+    shown = out + err  # the rounds print above the progress bar, on its console
+    assert "round 3 compress summary" in shown and "round 3 finetune summary" in shown and "Top-5" in shown
     assert (run / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert stat_macs(run) == stat_macs(run / "round_3" / "model.pt") <= 0.4 * stat_macs(base)
     # rates that disagree with the finished rounds: one line, nothing rewritten
@@ -365,6 +372,29 @@ def test_iterate_rounds_reload_resume_and_cli(base: Path, digits, tmp_path: Path
     )
     assert code == 2 and "was run with rate 0.2, not 0.3" in err
     assert (run / "config.yaml").read_text() == before
+
+
+def test_the_deephi_summary_prints_exact_counts_and_fractional_deltas() -> None:
+    from prunegym.workflow.summary import Summary
+
+    summary = Summary(
+        baseline_params=68_389,
+        compressed_params=24_211,
+        baseline_ops=49_053_696,
+        compressed_ops=15_599_075,
+        baseline_macs=1,
+        compressed_macs=1,
+        baseline_accuracy=86.5,
+        compressed_accuracy=85.1,
+        convention="deephi",
+        baseline_top5=99.5,
+        compressed_top5=99.2,
+    )
+    rows = {row[0]: row[1:] for row in summary.rows()}
+    assert rows["Weights"] == ("68389", "24211", "-0.646")
+    assert rows["Operations"] == ("49053696", "15599075", "-0.682")
+    assert rows["Top-5"] == ("99.50%", "99.20%", "-0.30 pt")
+    assert Summary.from_dict(summary.to_dict()) == summary
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -13,7 +13,10 @@ What lives where:
 - :mod:`.tracing`: :func:`traced_cost_table`, one-line errors for models the engine cannot trace;
 - :mod:`.evaluation`: val top-1, BatchNorm re-calibration and calibration batches;
 - :mod:`.summary`: the DeePhi summary table (Accuracy / Weights / Operations);
-- :mod:`.plots`: the sensitivity heatmap and the rounds plot.
+- :mod:`.plots`: the sensitivity heatmap and the rounds plot;
+- Deep Compression (``compress``): :mod:`.fine_grained` (magnitude masks, AGP, :class:`MaskKeeper`),
+  :mod:`.weight_sharing` (k-means per layer, centroid finetune), :mod:`.compress` (the resumable pipeline) and
+  :mod:`.compress_config` (:class:`CompressConfig`); the ``.dc`` codec itself is :mod:`prunegym.core.dc_format`.
 
 It builds on :mod:`prunegym.core` (the pruning engine) and :mod:`prunegym.env` (the evaluator); the CLI drives it.
 Names are imported lazily, so that importing one module (e.g. the configs) does not pull in matplotlib.
@@ -26,8 +29,11 @@ from typing import TYPE_CHECKING
 from prunegym.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from prunegym.workflow.compress import compress
+    from prunegym.workflow.compress_config import CompressConfig
     from prunegym.workflow.configs import AnaConfig, IterateConfig, PruneConfig, TransformConfig
     from prunegym.workflow.evaluation import calib_batches, recalibrated, val_accuracy
+    from prunegym.workflow.fine_grained import MaskKeeper, agp_sparsity, magnitude_masks
     from prunegym.workflow.iterate import RoundResult, check_finished_rounds, iterate_rounds
     from prunegym.workflow.loading import load_masked_model
     from prunegym.workflow.plots import rounds_plot, sensitivity_heatmap
@@ -36,8 +42,16 @@ if TYPE_CHECKING:
     from prunegym.workflow.sensitivity import AnaRun, Sensitivity, load_sensitivity, run_sensitivity, write_outputs
     from prunegym.workflow.summary import Summary, summarize
     from prunegym.workflow.tracing import traced_cost_table
+    from prunegym.workflow.weight_sharing import finetune_centroids, share_weights
 
 _WHERE = {
+    "CompressConfig": "compress_config",
+    "MaskKeeper": "fine_grained",
+    "agp_sparsity": "fine_grained",
+    "compress": "compress",
+    "finetune_centroids": "weight_sharing",
+    "magnitude_masks": "fine_grained",
+    "share_weights": "weight_sharing",
     "AnaConfig": "configs",
     "AnaRun": "sensitivity",
     "IterateConfig": "configs",
@@ -69,7 +83,9 @@ _WHERE = {
 __all__ = [
     "AnaConfig",
     "AnaRun",
+    "CompressConfig",
     "IterateConfig",
+    "MaskKeeper",
     "Plan",
     "PruneConfig",
     "PruneResult",
@@ -77,11 +93,15 @@ __all__ = [
     "Sensitivity",
     "Summary",
     "TransformConfig",
+    "agp_sparsity",
     "calib_batches",
     "check_finished_rounds",
+    "compress",
+    "finetune_centroids",
     "iterate_rounds",
     "load_masked_model",
     "load_sensitivity",
+    "magnitude_masks",
     "plan_for_rate",
     "plan_for_threshold",
     "prune_model",
@@ -90,6 +110,7 @@ __all__ = [
     "run_sensitivity",
     "save_pruned",
     "sensitivity_heatmap",
+    "share_weights",
     "summarize",
     "traced_cost_table",
     "val_accuracy",

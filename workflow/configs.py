@@ -39,6 +39,12 @@ def _check_common(*, criterion: str, round_to: int, bn_recalib_images: int, val_
         raise ConfigError(f"--val-size must be ≥ 1, got {val_size}")
 
 
+def _check_convention(convention: str) -> None:
+    """Raise :class:`ConfigError` for an unknown counting convention."""
+    if convention not in ("prunegym", "deephi"):
+        raise ConfigError(f"--convention must be prunegym or deephi, got {convention!r}")
+
+
 def _check_source(*, ana: str | None, uniform: bool, policy: str | None = None) -> None:
     """Raise :class:`ConfigError` unless exactly one ratio source is given (``policy=None``: not offered)."""
     chosen = [name for name, on in (("--ana", ana), ("--uniform", uniform), ("--policy", policy)) if on]
@@ -103,6 +109,7 @@ class PruneConfig:
     batch_size: int = 500
     calib_batches: int = 4
     seed: int = 0
+    convention: str = "prunegym"
 
     def __post_init__(self) -> None:
         _check_common(
@@ -111,6 +118,7 @@ class PruneConfig:
             bn_recalib_images=self.bn_recalib_images,
             val_size=self.val_size,
         )
+        _check_convention(self.convention)
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be dense or masked, got {self.mode!r}")
         _check_source(ana=self.ana, uniform=self.uniform, policy=self.policy or "")
@@ -156,6 +164,10 @@ class IterateConfig:
     uniform: bool = False
     epochs_per_round: int = 5
     lr: float = 0.01
+    lr_schedule: str = "cosine"
+    lr_power: float = 1.0
+    weight_decay: float = 5e-4
+    nesterov: bool = True
     batch_size: int = 128
     criterion: str = "l1"
     round_to: int = 1
@@ -168,6 +180,7 @@ class IterateConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     eval_test: bool = True
+    convention: str = "prunegym"
 
     def __post_init__(self) -> None:
         _check_common(
@@ -177,6 +190,7 @@ class IterateConfig:
             val_size=self.val_size,
         )
         _check_source(ana=self.ana, uniform=self.uniform)
+        _check_convention(self.convention)
         if not self.rates:
             raise ConfigError("--rates is empty; pass cumulative fractions of MACs to remove, e.g. 0.1,0.2,0.3")
         for r in self.rates:
@@ -196,7 +210,7 @@ class IterateConfig:
             teacher: distill from the unpruned model.
 
         Returns:
-            A :class:`~prunegym.core.train.TrainConfig` (no warm-up; the cosine schedule restarts every round).
+            A :class:`~prunegym.core.train.TrainConfig` (no warm-up; the LR schedule restarts every round).
         """
         return TrainConfig(
             model=self.model,
@@ -206,6 +220,10 @@ class IterateConfig:
             epochs=self.epochs_per_round,
             batch_size=self.batch_size,
             lr=self.lr,
+            lr_schedule=self.lr_schedule,
+            lr_power=self.lr_power,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
             warmup_epochs=0.0,
             teacher="unpruned model" if teacher else None,
             kd_alpha=self.kd_alpha,

@@ -26,6 +26,7 @@ from torch import nn
 from prunegym.core.checkpoint import load_model, read_checkpoint, save_model
 from prunegym.core.data import DataSplits
 from prunegym.core.errors import UserError
+from prunegym.core.evaluate import EvalResult, evaluate, input_norm
 from prunegym.core.io import write_json
 from prunegym.core.models import build_model, model_info
 from prunegym.core.policy import Policy
@@ -34,7 +35,8 @@ from prunegym.core.run_folder import LAST_CHECKPOINT, MODEL_FILE
 from prunegym.core.stats import ModelStats, model_stats
 from prunegym.core.train import train
 from prunegym.workflow.configs import IterateConfig
-from prunegym.workflow.evaluation import calib_batches, recalibrated, val_accuracy
+from prunegym.workflow.evaluation import calib_batches, recalibrated
+from prunegym.workflow.summary import summarize
 from prunegym.workflow.tracing import traced_cost_table
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ class RoundResult:
     accuracy: float  # val top-1 after finetuning
     test_accuracy: float | None
     seconds: float
+    accuracy_pruned_top5: float | None = None
+    accuracy_top5: float | None = None
+    compress_summary: dict[str, Any] | None = None  # the DeePhi summary before the finetune (Summary.to_dict)
+    finetune_summary: dict[str, Any] | None = None  # and after it
     skipped: bool = False
     path: str = ""
     model: nn.Module | None = field(default=None, compare=False, repr=False)
@@ -84,6 +90,7 @@ class _Run:
     shape: tuple[int, int, int]
     channels: Mapping[str, int]  # group -> channels of the original model
     base_stats: ModelStats
+    base_val: EvalResult
     name: str
     teacher: nn.Module | None
     progress: ProgressFn | None
@@ -114,6 +121,28 @@ def _prune_to(
     return apply_policy(
         current, Policy(ratios=ratios, round_to=1), input_shape=input_shape, criterion=criterion, calib=calib
     )
+
+
+def _val(model: nn.Module, data: DataSplits) -> EvalResult:
+    """Top-1 and top-5 on the val split (carved from the training set)."""
+    mean, std = input_norm(model, mean=data.mean, std=data.std)
+    return evaluate(model, data.val_x, data.val_y, mean=mean, std=std, batch_size=500)
+
+
+def _round_summary(run: _Run, stats: ModelStats, val: EvalResult, *, note: str) -> dict[str, Any]:
+    """The DeePhi summary (original model → this round's) in the run's counting convention, as a record."""
+    summary = summarize(
+        baseline=run.base_stats,
+        compressed=stats,
+        input_shape=run.shape,
+        baseline_accuracy=run.base_val.top1,
+        compressed_accuracy=val.top1,
+        baseline_top5=run.base_val.top5,
+        compressed_top5=val.top5,
+        accuracy_note=note,
+        convention=run.config.convention,
+    )
+    return summary.to_dict()
 
 
 def check_finished_rounds(run_dir: Path, rates: Sequence[float]) -> int:
@@ -199,7 +228,20 @@ def _run_round(
     pruned, composed, kept_next = _pruned_for_round(run, k=k, planned=planned, current=current, kept_now=kept_now)
     record = pruned.prunegym_policy
     recalibrated(pruned, run.data, images=cfg.bn_recalib_images, seed=cfg.seed)
-    acc_pruned = val_accuracy(pruned, run.data)
+    stats = model_stats(pruned, input_shape=shape)
+    val_pruned = _val(pruned, run.data)
+    n = len(run.data.val_y)
+    compress = _round_summary(
+        run, stats, val_pruned, note=f"val top-1/top-5 (n={n}) after pruning + BN re-calibration, before finetuning"
+    )
+    log.info(
+        "round %d pruned: val top-1 %.2f%% top-5 %.2f%%, %.3f operations, %.3f weights (before finetuning)",
+        k,
+        val_pruned.top1,
+        val_pruned.top5,
+        -compress["ops_reduction"],
+        -compress["params_reduction"],
+    )
     ft_dir = round_dir / "finetune"
     trained = train(
         config=cfg.train_config(ft_dir, teacher=run.teacher is not None),
@@ -211,19 +253,23 @@ def _run_round(
         resume=(ft_dir / LAST_CHECKPOINT).exists(),
         progress=run.progress,
     )
-    stats = model_stats(pruned, input_shape=shape)
+    val_ft = _val(pruned, run.data)  # the best epoch's weights, reloaded by train()
     result = RoundResult(
         round=k,
         rate=rate,
         macs=stats.macs,
-        params=stats.params,
-        ops=stats.ops_deephi,
+        params=stats.weights(cfg.convention),
+        ops=stats.operations(cfg.convention),
         macs_removed=1 - stats.macs / base.macs,
-        params_removed=1 - stats.params / base.params,
-        ops_removed=1 - stats.ops_deephi / base.ops_deephi,
-        accuracy_pruned=acc_pruned,
+        params_removed=1 - stats.weights(cfg.convention) / base.weights(cfg.convention),
+        ops_removed=1 - stats.operations(cfg.convention) / base.operations(cfg.convention),
+        accuracy_pruned=val_pruned.top1,
         accuracy=trained.best_val.top1,
         test_accuracy=trained.test.top1 if trained.test else None,
+        accuracy_pruned_top5=val_pruned.top5,
+        accuracy_top5=val_ft.top5,
+        compress_summary=compress,
+        finetune_summary=_round_summary(run, stats, val_ft, note=f"val top-1/top-5 (n={n}) after the finetune"),
         seconds=time.perf_counter() - t0,
         path=str(round_dir / MODEL_FILE),
         model=pruned,
@@ -288,6 +334,7 @@ def iterate_rounds(
         shape=shape,
         channels=channels,
         base_stats=model_stats(model, input_shape=shape),
+        base_val=_val(model, data),
         name=info.name if info else config.model,
         teacher=teacher,
         progress=progress,

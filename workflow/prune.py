@@ -80,6 +80,7 @@ def prune_model(
     batch_size: int = 500,
     calib_batch_count: int = 4,
     seed: int = 0,
+    convention: str = "prunegym",
 ) -> PruneResult:
     """Prune ``model`` by ``policy``; the input is never modified.
 
@@ -98,6 +99,7 @@ def prune_model(
         batch_size: images per evaluation batch.
         calib_batch_count: batches of 64 training images for taylor/lsq.
         seed: seeds calibration batches and BN re-calibration.
+        convention: how the summary counts weights and operations (``prunegym`` or ``deephi``).
 
     Returns:
         A :class:`PruneResult`; the summary of a masked model counts its ``transform``-ed dense form.
@@ -135,10 +137,11 @@ def prune_model(
         baseline_accuracy=base_acc,
         compressed_accuracy=acc,
         accuracy_note=note,
+        convention=convention,
     )
     metrics = {
         "macs_ratio": summary.compressed_macs / summary.baseline_macs,
-        "params_ratio": summary.compressed_params / summary.baseline_params,
+        "params_ratio": dense_stats.params / model_stats(model, input_shape=shape).params,  # every parameter
     }
     applied = applied.with_metrics(**metrics)
     if acc is not None:

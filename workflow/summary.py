@@ -2,7 +2,9 @@
 Compressed vs Delta.
 
 Weights count every parameter; Operations is DeePhi's figure, ``2 · MACs + bias additions`` of Conv2d/Linear
-layers (:attr:`prunegym.core.stats.ModelStats.ops_deephi`). The accuracy delta is in percentage points (both
+layers (:attr:`prunegym.core.stats.ModelStats.ops_deephi`). With ``convention="deephi"`` both follow the Vitis-AI
+tutorial (Linear layers not counted; BatchNorm vectors counted), print as exact integers, and the deltas as signed
+fractions, as the tutorial's table does. The accuracy delta is in percentage points (both
 accuracies are percents); the weights and operations deltas are relative changes in percent.
 """
 
@@ -32,6 +34,11 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _fraction(base: float, new: float) -> str:
+    """The change as a signed fraction, as the DeePhi tutorial's table prints it (``-0.097``)."""
+    return f"{(new - base) / base:+.3f}" if base else "n/a"
+
+
 def _relative(base: float, new: float) -> str:
     """The relative change in percent, signed (``n/a`` for a zero base)."""
     return f"{100.0 * (new - base) / base:+.2f}%" if base else "n/a"
@@ -50,6 +57,14 @@ class Summary:
     baseline_accuracy: float | None = None
     compressed_accuracy: float | None = None
     accuracy_note: str = ""
+    convention: str = "prunegym"  # deephi: exact integers and deltas as fractions
+    baseline_top5: float | None = None
+    compressed_top5: float | None = None
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Summary:
+        """The summary a :meth:`to_dict` record holds."""
+        return cls(**{k: v for k, v in record.items() if k in cls.__dataclass_fields__})
 
     @property
     def ops_reduction(self) -> float:
@@ -70,21 +85,25 @@ class Summary:
             "n/a" if c is None else f"{c:.2f}%",
             f"{round(c - b, 2) + 0.0:+.2f} pt" if b is not None and c is not None else "n/a",
         )
-        return [
-            acc,
-            (
-                "Weights",
-                human(self.baseline_params),
-                human(self.compressed_params),
-                _relative(self.baseline_params, self.compressed_params),
-            ),
-            (
-                "Operations",
-                human(self.baseline_ops),
-                human(self.compressed_ops),
-                _relative(self.baseline_ops, self.compressed_ops),
-            ),
-        ]
+        rows = [acc]
+        b5, c5 = self.baseline_top5, self.compressed_top5
+        if b5 is not None or c5 is not None:
+            rows.append(
+                (
+                    "Top-5",
+                    "n/a" if b5 is None else f"{b5:.2f}%",
+                    "n/a" if c5 is None else f"{c5:.2f}%",
+                    f"{round(c5 - b5, 2) + 0.0:+.2f} pt" if b5 is not None and c5 is not None else "n/a",
+                )
+            )
+        exact = self.convention == "deephi"
+        count, delta = (str, _fraction) if exact else (human, _relative)
+        for name, base, new in (
+            ("Weights", self.baseline_params, self.compressed_params),
+            ("Operations", self.baseline_ops, self.compressed_ops),
+        ):
+            rows.append((name, count(base), count(new), delta(base, new)))
+        return rows
 
     def table(self, *, title: str = "Summary") -> Table:
         """The summary as a rich table (the CLI prints it).
@@ -97,7 +116,7 @@ class Summary:
         """
         table = Table(title=title)
         table.add_column("Metric")
-        for col in ("Baseline", "Compressed", "Delta %"):
+        for col in ("Baseline", "Compressed", "Delta" if self.convention == "deephi" else "Delta %"):
             table.add_column(col, justify="right")
         for row in self.rows():
             table.add_row(*row)
@@ -112,7 +131,8 @@ class Summary:
         Returns:
             The Markdown text.
         """
-        lines = [f"### {title}", "", "| Metric | Baseline | Compressed | Delta % |", "|---|---:|---:|---:|"]
+        delta = "Delta" if self.convention == "deephi" else "Delta %"
+        lines = [f"### {title}", "", f"| Metric | Baseline | Compressed | {delta} |", "|---|---:|---:|---:|"]
         lines += [f"| {' | '.join(row)} |" for row in self.rows()]
         if self.accuracy_note:
             lines += ["", self.accuracy_note]
@@ -134,6 +154,9 @@ def summarize(
     baseline_accuracy: float | None = None,
     compressed_accuracy: float | None = None,
     accuracy_note: str = "",
+    convention: str = "prunegym",
+    baseline_top5: float | None = None,
+    compressed_top5: float | None = None,
 ) -> Summary:
     """The :class:`Summary` of two models (or their precomputed :class:`ModelStats`).
 
@@ -144,6 +167,10 @@ def summarize(
         baseline_accuracy: top-1 percent of the baseline (None: not measured).
         compressed_accuracy: top-1 percent of the compressed model (None: not measured).
         accuracy_note: how the accuracies were measured.
+        convention: ``prunegym`` (every parameter; Conv2d+Linear operations) or ``deephi`` (the tutorial's
+            counts, :data:`prunegym.core.stats.CONVENTIONS`, printed as exact integers with fractional deltas).
+        baseline_top5: top-5 percent of the baseline (None: not shown).
+        compressed_top5: top-5 percent of the compressed model (None: not shown).
 
     Returns:
         The summary.
@@ -151,13 +178,16 @@ def summarize(
     b = baseline if isinstance(baseline, ModelStats) else model_stats(baseline, input_shape=input_shape)
     c = compressed if isinstance(compressed, ModelStats) else model_stats(compressed, input_shape=input_shape)
     return Summary(
-        baseline_params=b.params,
-        compressed_params=c.params,
-        baseline_ops=b.ops_deephi,
-        compressed_ops=c.ops_deephi,
+        baseline_params=b.weights(convention),
+        compressed_params=c.weights(convention),
+        baseline_ops=b.operations(convention),
+        compressed_ops=c.operations(convention),
         baseline_macs=b.macs,
         compressed_macs=c.macs,
         baseline_accuracy=baseline_accuracy,
         compressed_accuracy=compressed_accuracy,
         accuracy_note=accuracy_note,
+        convention=convention,
+        baseline_top5=baseline_top5,
+        compressed_top5=compressed_top5,
     )

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 16: Deep Compression (Han et al. 2016) of the shared CIFAR-10 ResNets, resumable (rerun the same command).
+#   prunegym compress: AGP fine-grained pruning to SPARSITY over STEPS steps, EPOCHS finetune epochs each (masks
+#   kept), k-means weight sharing at BITS bits (linear init) + CENTROID centroid-finetune steps, the .dc file
+#   (CSR/CSC relative indices + Huffman) written, read back bit-exactly and evaluated on the test split.
+# Every step is stamped with its settings: a changed setting redoes the stale steps only. The run folder is named by
+# its settings, runs/bench/dc-MODEL-sSPARSITY-bBITS[-TAG]; report.json/.md are copied to bench/results/deep-compression/
+# when the run finishes. Smoke runs: MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test images, TAG=smoke.
+#   MODEL=resnet20 bench/deep_compression.sh           # the acceptance run (≥ 20x smaller, ≤ 1.0 point lost)
+#   MODEL=resnet56 SPARSITY=0.85 bench/deep_compression.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+MODEL=${MODEL:-resnet20}
+case "$MODEL" in
+  resnet20) W=../shared/data/pretrained/resnet20-12fca82f.th ;;
+  resnet56) W=../shared/data/pretrained/resnet56-4bfd9763.th ;;
+  *) echo "error: MODEL must be resnet20 or resnet56, got $MODEL" >&2; exit 2 ;;
+esac
+SPARSITY=${SPARSITY:-0.85}
+BITS=${BITS:-4}
+NAME=dc-$MODEL-s$SPARSITY-b$BITS${TAG:+-$TAG}
+RUN=runs/bench/$NAME
+resume() { [ -e "$1/config.yaml" ] && echo --resume || true; }
+.venv/bin/prunegym compress --model "$MODEL" --weights "$W" --data cifar10:../shared/data/cifar-10-batches-py \
+  --sparsity "$SPARSITY" --bits "$BITS" --prune-steps "${STEPS:-4}" --epochs-per-step "${EPOCHS:-2}" \
+  --lr "${LR:-0.01}" --centroid-steps "${CENTROID:-300}" --init "${INIT:-linear}" --index-bits "${INDEX_BITS:-5}" \
+  ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} ${LIMIT:+--eval-limit $LIMIT} --out "$RUN" $(resume "$RUN")
+OUT=${RESULTS:-bench/results/deep-compression}
+mkdir -p "$OUT"
+cp "$RUN/report.json" "$OUT/$NAME.json"
+cp "$RUN/report.md" "$OUT/$NAME.md"
+echo "→ $OUT/$NAME.json"
