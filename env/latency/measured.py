@@ -78,7 +78,65 @@ def measure_model_latency(
         return measure_latency(path, input_shape=input_shape, config=config)
 
 
-class MeasuredLatency:
+class InterleavedLatency:
+    """What every measured cost model shares: candidates timed against the unpruned model in interleaved rounds,
+    reported as ``ratio × baseline_ms`` and cached by their kept channel counts and removed blocks.
+
+    Subclasses set ``input_shape``, ``baseline_ms``, ``spread``, ``_cache`` and implement
+    :meth:`ratio_to_baseline` (where the rounds run) and :meth:`noisy` (what a spread above :data:`NOISY_CV` says).
+    """
+
+    needs_model = True
+    input_shape: tuple[int, ...]
+    baseline_ms: float
+    spread: list[float]
+    _cache: dict[tuple[tuple[int, ...], tuple[str, ...]], float]
+
+    def ratio_to_baseline(self, candidate: bytes) -> tuple[float, float]:
+        """``(median per-round time ratio candidate / baseline, its coefficient of variation)``."""
+        raise NotImplementedError
+
+    def noisy(self, cv: float) -> None:
+        """Say that a measurement's per-round spread ``cv`` is too large to trust."""
+        raise NotImplementedError
+
+    def latency_ms(
+        self,
+        *,
+        model: nn.Module | None,
+        ratios: Mapping[str, float],
+        kept: tuple[int, ...],
+        removed: Sequence[str] = (),
+    ) -> float:
+        """The measured latency (ms) of a candidate, cached by its kept channel counts and removed blocks.
+
+        Args:
+            model: the pruned model; needed unless the candidate is cached.
+            ratios: the candidate's ratios (not used).
+            kept: the candidate's kept channel counts (with ``removed``, the cache key).
+            removed: the candidate's removed blocks.
+
+        Returns:
+            ``ratio × baseline_ms`` (see the class).
+
+        Raises:
+            ValueError: an uncached candidate without its model.
+        """
+        key = (kept, tuple(sorted(removed)))
+        if key in self._cache:
+            return self._cache[key]
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs the pruned model of an uncached candidate")
+        ratio, cv = self.ratio_to_baseline(export_onnx_bytes(model, input_shape=self.input_shape))
+        self.spread.append(cv)
+        if cv > NOISY_CV:
+            self.noisy(cv)
+        ms = ratio * self.baseline_ms
+        self._cache[key] = ms
+        return ms
+
+
+class MeasuredLatency(InterleavedLatency):
     """Time each candidate on the device against the unpruned model, interleaved in one run.
 
     Every candidate is exported to ONNX and timed in ``rounds`` rounds that alternate it with the unpruned
@@ -96,8 +154,6 @@ class MeasuredLatency:
         clock: ``auto``, ``cpu`` or ``wall``.
         rounds: interleaved rounds per candidate.
     """
-
-    needs_model = True
 
     def __init__(
         self,
@@ -140,42 +196,10 @@ class MeasuredLatency:
         per_round = times.round_medians(self.clock)
         return round_ratio(per_round[1], per_round[0])
 
-    def latency_ms(
-        self,
-        *,
-        model: nn.Module | None,
-        ratios: Mapping[str, float],
-        kept: tuple[int, ...],
-        removed: Sequence[str] = (),
-    ) -> float:
-        """The measured latency (ms) of a candidate, cached by its kept channel counts and removed blocks.
-
-        Args:
-            model: the pruned model; needed unless the candidate is cached.
-            ratios: the candidate's ratios (not used).
-            kept: the candidate's kept channel counts (with ``removed``, the cache key).
-            removed: the candidate's removed blocks.
-
-        Returns:
-            ``ratio × baseline_ms`` (see the class).
-
-        Raises:
-            ValueError: an uncached candidate without its model.
-        """
-        key = (kept, tuple(sorted(removed)))
-        if key in self._cache:
-            return self._cache[key]
-        if model is None:
-            raise ValueError("MeasuredLatency needs the pruned model of an uncached candidate")
-        ratio, cv = self.ratio_to_baseline(export_onnx_bytes(model, input_shape=self.input_shape))
-        self.spread.append(cv)
-        if cv > NOISY_CV:
-            log.warning(
-                "latency measurement spread %.0f%% over %d rounds: the machine is too busy for this figure; "
-                "raise --latency-repeats or measure on a quiet machine",
-                100 * cv,
-                self.rounds,
-            )
-        ms = ratio * self.baseline_ms
-        self._cache[key] = ms
-        return ms
+    def noisy(self, cv: float) -> None:
+        log.warning(
+            "latency measurement spread %.0f%% over %d rounds: the machine is too busy for this figure; "
+            "raise --latency-repeats or measure on a quiet machine",
+            100 * cv,
+            self.rounds,
+        )

@@ -9,13 +9,14 @@ costs nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import nn
 
 from prunegym.core.onnx_export import export_onnx_bytes
-from prunegym.core.onnxrt import NOISY_CV, LatencyConfig
+from prunegym.core.onnxrt import LatencyConfig
 from prunegym.core.remote import JobSpec, RemoteDevice
+from prunegym.env.latency.measured import InterleavedLatency
 
 __all__ = ["RemoteLatency", "device_round_to"]
 
@@ -33,7 +34,7 @@ def device_round_to(record: Mapping[str, object]) -> int:
     return 8 if "avx2" in flags else 1
 
 
-class RemoteLatency:
+class RemoteLatency(InterleavedLatency):
     """Time each candidate on a remote device against the unpruned model, interleaved there.
 
     Args:
@@ -47,8 +48,6 @@ class RemoteLatency:
         rounds: interleaved rounds per candidate.
         clock: ``auto``, ``cpu`` or ``wall`` (on the device).
     """
-
-    needs_model = True
 
     def __init__(
         self,
@@ -101,37 +100,5 @@ class RemoteLatency:
         ratio, cv = result["result"]["ratio_to_first"][1]
         return float(ratio), float(cv)
 
-    def latency_ms(
-        self,
-        *,
-        model: nn.Module | None,
-        ratios: Mapping[str, float],
-        kept: tuple[int, ...],
-        removed: Sequence[str] = (),
-    ) -> float:
-        """The latency (ms) of a candidate measured on the device, cached by its kept counts and removed blocks.
-
-        Args:
-            model: the pruned model; needed unless the candidate is cached.
-            ratios: the candidate's ratios (not used).
-            kept: the candidate's kept channel counts (with ``removed``, the cache key).
-            removed: the candidate's removed blocks.
-
-        Returns:
-            ``ratio × baseline_ms``, both measured on the device.
-
-        Raises:
-            ValueError: an uncached candidate without its model.
-        """
-        key = (kept, tuple(sorted(removed)))
-        if key in self._cache:
-            return self._cache[key]
-        if model is None:
-            raise ValueError("RemoteLatency needs the pruned model of an uncached candidate")
-        ratio, cv = self.ratio_to_baseline(export_onnx_bytes(model, input_shape=self.input_shape))
-        self.spread.append(cv)
-        if cv > NOISY_CV:
-            log.warning("latency spread %.0f%% on device %s: the device is busy", 100 * cv, self.device.device)
-        ms = ratio * self.baseline_ms
-        self._cache[key] = ms
-        return ms
+    def noisy(self, cv: float) -> None:
+        log.warning("latency spread %.0f%% on device %s: the device is busy", 100 * cv, self.device.device)
