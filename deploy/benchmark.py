@@ -193,14 +193,18 @@ def _run_rounds(subjects: Sequence[_Subject], *, lat_counts: Sequence[int], tput
             sub.tput_rounds.append(n_tput * len(sub.tput_feed) / elapsed)
 
 
-def _entries(subjects: Mapping[str, _Subject], *, threads: int, provider: str) -> list[BenchmarkEntry]:
-    """One entry per model at ``threads``: pooled latency summary, median throughput, ratios to the first model."""
+def _entries(subjects: Mapping[str, _Subject], *, threads: int) -> list[BenchmarkEntry]:
+    """One entry per model at ``threads``: pooled latency summary (named by the provider its session ran on:
+    ``CPUExecutionProvider``, ``OpenVINO:CPU`` …), median throughput, ratios to the first model."""
     entries: list[BenchmarkEntry] = []
     base_fps = 0.0
     base_rounds = np.array([np.median(s) for s in next(iter(subjects.values())).lat_samples])
     for k, (name, sub) in enumerate(subjects.items()):
         summary = summarize_ms(
-            np.concatenate(sub.lat_samples), batch_size=len(sub.lat_feed), provider=provider, threads=threads
+            np.concatenate(sub.lat_samples),
+            batch_size=len(sub.lat_feed),
+            provider=sub.session.get_providers()[0],
+            threads=threads,
         )
         speedup, speedup_cv = round_ratio(base_rounds, np.array([np.median(s) for s in sub.lat_samples]))
         fps = float(np.median(sub.tput_rounds))
@@ -294,7 +298,7 @@ def benchmark_models(
     lat_counts = _split_counts(repeats, rounds)
     tput_counts = _split_counts(throughput_repeats, rounds)
     entries: list[BenchmarkEntry] = []
-    resolved_provider = provider
+    used: dict[str, None] = {}  # the providers the sessions ran on, in order (ONNX Runtime's, OpenVINO:CPU …)
     for n_threads in threads:
         subjects: dict[str, _Subject] = {}
         for name, model in models.items():
@@ -312,15 +316,14 @@ def benchmark_models(
                 runtime=rt,
             )
             subjects[name].clock = clk
-            if rt == "ort":
-                resolved_provider = subjects[name].session.get_providers()[0]
+            used[subjects[name].session.get_providers()[0]] = None
         _run_rounds(list(subjects.values()), lat_counts=lat_counts, tput_counts=tput_counts)
-        entries += _entries(subjects, threads=n_threads, provider=resolved_provider)
+        entries += _entries(subjects, threads=n_threads)
     report = BenchmarkReport(
         entries=tuple(entries),
         baseline=next(iter(models)),
         rounds=rounds,
-        provider=resolved_provider,
+        provider=", ".join(used) or provider,
         machine=_machine(),
         onnxruntime=ort.__version__,
         runtimes={rt: runtime_version(rt) for rt in dict.fromkeys([runtime, *(runtimes or {}).values()])},

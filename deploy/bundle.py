@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from prunegym.core.errors import UserError
+from prunegym.core.onnxrt.runtime import RUNTIME_LABELS
 from prunegym.deploy.runtime import FP32_FILE, INT8_FILE, LABELS_FILE, PREPROCESSING_FILE, Preprocessing
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "render_report", "write_bundle"]
@@ -136,7 +137,7 @@ def render_report(report: Mapping[str, Any]) -> str:
             return ", ".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, Mapping) else str(v)
 
         how = "; ".join(f"{k} {text(v)}" for k, v in latency.items())
-        name = "OpenVINO" if latency.get("runtime") == "openvino" else "ONNX Runtime"
+        name = RUNTIME_LABELS.get(str(latency.get("runtime", "ort")), str(latency.get("runtime")))
         lines += [f"Latency and FPS measured with {name}: {how}.", ""]
     notes = report.get("notes") or []
     if isinstance(notes, Sequence) and not isinstance(notes, str) and notes:

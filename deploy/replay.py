@@ -37,6 +37,7 @@ from prunegym.core.data import DataSplits, iterate_batches, load_data, normalize
 from prunegym.core.errors import UserError
 from prunegym.core.evaluate import check_model_fits_data, evaluate, input_norm
 from prunegym.core.io import read_jsonl, write_json
+from prunegym.core.onnxrt.runtime import RUNTIME_LABELS
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy
 from prunegym.core.run_folder import (
@@ -344,6 +345,7 @@ def build_report(r: Replay) -> dict[str, Any]:
             "mac_reduction": base_stats.macs / stats.macs,
             "realization": e["speedup"] / (base_stats.macs / stats.macs),
         }
+    verify_runtime = (verify.get("runtime") or {}).get("runtime", "ort")  # older verify.json: ONNX Runtime
     finetune = read_jsonl(r.out / "finetune" / METRICS_FILE)
     quantize_json = r.out / "onnx" / "quantize.json"
     quantization = yaml.safe_load(quantize_json.read_text()) if quantize_json.exists() else None
@@ -374,7 +376,8 @@ def build_report(r: Replay) -> dict[str, Any]:
             "best_val_top1": max((m["val_top1"] for m in finetune), default=None),
         },
         "notes": [
-            f"Accuracy measured by ONNX Runtime on {verify['n']} {verify['split']} images; PyTorch top-1 of the pruned"
+            f"Accuracy measured by {RUNTIME_LABELS.get(verify_runtime, verify_runtime)} on {verify['n']}"
+            f" {verify['split']} images; PyTorch top-1 of the pruned"
             f" model {verify['pytorch']['pruned']['top1']:.2f}% (the estimate), ONNX FP32"
             f" {verify['pruned']['top1']:.2f}%, INT8 {verify['pruned+int8']['top1']:.2f}% (on-device numbers).",
             f"MACs: {base_stats.macs / pruned_stats.macs:.2f}× fewer; latency {speed_words(variants['pruned']['speedup'])}"

@@ -136,3 +136,20 @@ def test_resume_needs_only_out_and_a_finished_run_returns_at_once(
     assert time.perf_counter() - t < 5.0 and "already trained" in capsys.readouterr().out
     assert main(["train", "--out", str(out), "--model", "nosuchmodel", "--data", "digits"]) == 2  # refused first
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_replay_rerun_on_openvino_verifies_and_benchmarks_there_without_another_finetune(
+    search_run: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino")
+    out = tmp_path / "replay"
+    assert _replay(search_run, out, "--epochs", "1") == 0
+    finetuned = (out / "model.pt").stat().st_mtime_ns
+    assert _replay(search_run, out, "--epochs", "1", "--runtime", "openvino") == 0
+    assert (out / "model.pt").stat().st_mtime_ns == finetuned  # the runtime changes verify, bench and bundle only
+    verify = json.loads((out / "verify.json").read_text())
+    assert verify["runtime"]["runtime"] == "openvino"
+    report = json.loads((out / "bundle" / "report.json").read_text())
+    assert report["latency"]["runtime"] == "openvino" and report["latency"]["provider"] == "OpenVINO:CPU"
+    assert report["notes"][0].startswith("Accuracy measured by OpenVINO on ")
+    assert "Latency and FPS measured with OpenVINO" in (out / "bundle" / "report.md").read_text()

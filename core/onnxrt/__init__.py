@@ -20,6 +20,7 @@ from prunegym.core.onnxrt.interleaved import (
 from prunegym.core.onnxrt.machine import ISA_FLAGS, cpu_flags, cpu_name, machine_description
 from prunegym.core.onnxrt.runtime import (
     OPENVINO_MISSING,
+    RUNTIME_LABELS,
     RUNTIMES,
     OpenVinoSession,
     SessionAny,
@@ -64,6 +65,7 @@ __all__ = [
     "PROVIDER_ALIASES",
     "ROTATION_STEP",
     "RUNTIMES",
+    "RUNTIME_LABELS",
     "Interleaved",
     "InterleavedTimes",
     "LatencyConfig",

@@ -27,6 +27,7 @@ from prunegym.core.onnxrt.session import OnnxSource, make_session
 __all__ = [
     "OPENVINO_MISSING",
     "RUNTIMES",
+    "RUNTIME_LABELS",
     "OpenVinoSession",
     "SessionAny",
     "bound_run",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 RUNTIMES = ("ort", "openvino")
+RUNTIME_LABELS = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}  # how reports name them
 OPENVINO_MISSING = "OpenVINO is not installed; install it with: pip install 'prunegym[openvino]'"
 _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
