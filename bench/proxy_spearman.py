@@ -41,9 +41,12 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = yaml.safe_load((Path(args.runs[0]) / "config.yaml").read_text())
     records = [
-        r for run in args.runs for r in read_jsonl(Path(run) / "episodes.jsonl") if r.get("accuracy") is not None
+        {**r, "run": Path(run).name}
+        for run in args.runs
+        for r in read_jsonl(Path(run) / "episodes.jsonl")
+        if r.get("accuracy") is not None
     ]
-    records.sort(key=lambda r: r["accuracy"])
+    records.sort(key=lambda r: (r["accuracy"], r["run"], r["episode"]))
     picks = [records[round(i)] for i in np.linspace(0, len(records) - 1, args.count)]
     data = load_data(cfg["data"], val_size=cfg.get("val_size"), seed=cfg.get("seed", 0))
     base = load_model(cfg["model"], weights=cfg.get("weights"), num_classes=data.num_classes).eval()
@@ -51,6 +54,9 @@ def main() -> None:
     out = Path(args.out)
     done = json.loads(out.read_text())["rows"] if out.exists() else []
     rows = list(done)
+    for row, rec in zip(done, picks, strict=False):  # a rerun continues the same picks, or refuses
+        if (row.get("run"), row.get("episode")) not in {(rec["run"], rec["episode"]), (None, None)}:
+            raise SystemExit(f"{out} was made from other runs or another --count; pass a new --out")
     for rec in picks[len(done) :]:
         policy = Policy(ratios=rec["policy"], removed=tuple(rec.get("removed") or ()), model=cfg["model"])
         student = apply_policy(base, policy, input_shape=data.input_shape)
@@ -70,6 +76,8 @@ def main() -> None:
         test = evaluate(student.eval(), data.test_x, data.test_y, mean=mean, std=std)
         rows.append(
             {
+                "run": rec["run"],
+                "episode": rec["episode"],
                 "search_val_top1": rec["accuracy"],
                 "finetuned_test_top1": round(test.top1, 2),
                 "latency_ratio": rec.get("latency_ratio"),
