@@ -49,6 +49,8 @@ __all__ = [
 DC_FORMAT = "prunegym.dc/1"
 DC_SUFFIX = ".dc"
 MAGIC = b"PGDC\x01\n"
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # a header inflating past this is not ours (a zlib bomb)
+MAX_ELEMENTS = 1 << 30  # values a file may ask to allocate (a CNN of 4 GB of float32 weights)
 _DTYPES = {
     torch.float32: "float32",
     torch.float16: "float16",
@@ -233,7 +235,14 @@ def read_dc(path: Path | str) -> dict[str, Any]:
     try:
         (n,) = struct.unpack_from("<Q", raw, len(MAGIC))
         start = len(MAGIC) + 8
-        header = json.loads(zlib.decompress(raw[start : start + n]).decode("utf-8"))
+        inflate = zlib.decompressobj()
+        head = inflate.decompress(raw[start : start + n], MAX_HEADER_BYTES)
+        if inflate.unconsumed_tail:
+            raise CheckpointError(f"{path}: its header inflates past {MAX_HEADER_BYTES:,} bytes; {fix}")
+        header = json.loads(head.decode("utf-8"))
+        elements = sum(int(np.prod(e["shape"], dtype=np.int64)) for e in header["tensors"])
+        if elements > MAX_ELEMENTS:
+            raise CheckpointError(f"{path}: its tensors claim {elements:,} values (at most {MAX_ELEMENTS:,}); {fix}")
         payload = raw[start + n :]
         if header.get("format") != DC_FORMAT:
             raise CheckpointError(f"{path} is a {header.get('format')!r} file, not {DC_FORMAT}; upgrade prunegym")

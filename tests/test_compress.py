@@ -109,6 +109,24 @@ def test_a_corrupt_dc_file_is_one_line_and_exit_2(tmp_path: Path, damage: str, c
     assert len(err) == 1 and err[0].startswith("error:") and "corrupt or truncated" in err[0], err
 
 
+@pytest.mark.parametrize("attack", ["huge tensor", "zlib bomb"])
+def test_a_dc_header_cannot_make_the_reader_allocate_without_bound(tmp_path: Path, attack: str) -> None:
+    import struct
+    import zlib
+
+    from prunegym.core.dc_format import MAGIC
+
+    if attack == "huge tensor":  # 2^40 float32 values claimed by a few bytes of header
+        head = json.dumps({"format": "prunegym.dc/1", "tensors": [{"name": "w", "shape": [1 << 20, 1 << 20]}]})
+        deflated = zlib.compress(head.encode())
+    else:  # 65 MiB of header from a 65 KB file
+        deflated = zlib.compress(b" " * (65 * 1024 * 1024), 9)
+    path = tmp_path / "evil.dc"
+    path.write_bytes(MAGIC + struct.pack("<Q", len(deflated)) + deflated)
+    with pytest.raises(CheckpointError, match=r"claim|inflates past"):
+        read_dc(path)
+
+
 def test_agp_schedule_rises_fast_then_slowly_to_the_final_sparsity() -> None:
     assert agp_sparsity(0, steps=4, final=0.8) == 0.0
     assert agp_sparsity(1, steps=4, final=0.8) == pytest.approx(0.8 * (1 - 0.75**3))  # 0.4625
