@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         images=images,
         max_job_bytes=int(args.max_job_mb * 1024 * 1024),
+        reconnect_timeout=args.reconnect_timeout,
     )
     rec = worker.record
     stdout.print(
@@ -149,6 +150,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=30.0,
         help="seconds without a heartbeat after which a job of a dead worker is re-queued",
+    )
+    s.add_argument(
+        "--reconnect-timeout",
+        type=positive_float,
+        default=600.0,
+        help="seconds to wait for a Redis server that went away (restart, network cut) before giving up",
     )
     s.add_argument("--max-jobs", type=positive_int, default=None, help="exit after this many jobs (default: serve)")
     s.add_argument("--quiet-jobs", action="store_true", help="no line per job")

@@ -16,7 +16,7 @@ from prunegym.core.remote.jobs import (
     decode_job,
     encode_job,
 )
-from prunegym.core.remote.queue import REMOTE_MISSING, DeviceInfo, DeviceQueue, RemoteTimeout, cache_key
+from prunegym.core.remote.queue import REMOTE_MISSING, DeviceInfo, DeviceQueue, JobLost, RemoteTimeout, cache_key
 from prunegym.core.remote.worker import DeviceWorker, measure_job
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceQueue",
     "DeviceWorker",
+    "JobLost",
     "JobSpec",
     "RemoteDevice",
     "RemoteInterleaved",

@@ -11,7 +11,7 @@ import numpy as np
 from prunegym.core.errors import UserError
 from prunegym.core.onnxrt import InterleavedTimes, LatencyConfig, OnnxSource, model_bytes
 from prunegym.core.remote.jobs import JobSpec, encode_job
-from prunegym.core.remote.queue import DeviceQueue, cache_key
+from prunegym.core.remote.queue import DeviceQueue, JobLost, cache_key
 
 __all__ = ["RemoteDevice", "RemoteInterleaved"]
 
@@ -83,10 +83,6 @@ class RemoteDevice:
         key = cache_key(
             digest=spec.digest(models), device=self.device, runtime=self.runtime, threads=self.threads, batch=spec.batch
         )
-        hit = self.queue.cached(key, device=self.device)
-        if hit is not None:
-            self.cache_hits += 1
-            return hit
         payload = encode_job(models, spec=spec)
         limit = int(self.record.get("max_job_bytes") or 0)
         if limit and len(payload) > limit:
@@ -94,9 +90,22 @@ class RemoteDevice:
                 f"a job of {len(payload)} bytes is over device {self.device!r}'s limit of {limit} bytes; "
                 "start its worker with a larger --max-job-mb"
             )
-        job = self.queue.submit(self.device, payload, key=key)
-        self.jobs += 1
-        result = self.queue.wait(self.device, job, timeout=self.timeout)
+        job = None
+        while True:  # a Redis server that goes away mid-job: wait for it, then wait on the job or submit it again
+            try:
+                if job is None or not self.queue.known(job):
+                    hit = self.queue.cached(key, device=self.device)
+                    if hit is not None:
+                        self.cache_hits += 1
+                        return hit
+                    job = self.queue.submit(self.device, payload, key=key)
+                    self.jobs += 1
+                result = self.queue.wait(self.device, job, timeout=self.timeout)
+                break
+            except JobLost:
+                log.warning("Redis forgot job %s (restarted without its data?); submitting it again", job[:8])
+            except self.queue.connection_errors as exc:
+                self.queue.reconnect(timeout=self.timeout, cause=exc)
         if not result.get("ok"):
             raise UserError(f"device {self.device!r} could not run the job: {result.get('error')}")
         return result

@@ -30,7 +30,7 @@ from typing import Any
 
 from prunegym.core.errors import UserError
 
-__all__ = ["REMOTE_MISSING", "DeviceInfo", "DeviceQueue", "RemoteTimeout", "cache_key"]
+__all__ = ["REMOTE_MISSING", "DeviceInfo", "DeviceQueue", "JobLost", "RemoteTimeout", "cache_key"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ class RemoteTimeout(UserError):
     """No worker answered a job in time."""
 
 
+class JobLost(Exception):
+    """The server no longer holds a job that has no result (it restarted without its data): submit it again."""
+
+
 def cache_key(*, digest: str, device: str, runtime: str, threads: int, batch: int) -> str:
     """The cache key of a result: the job's digest (its models and settings), device, runtime, threads, batch."""
     return f"{digest}:{device}:{runtime}:{threads}:{batch}"
@@ -178,6 +182,11 @@ class DeviceQueue:
         self.visibility_ms = max(100, int(visibility_timeout * 1000))
         self.max_attempts = max_attempts
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError)
+        # what a server that went away (restart, network cut, still loading its data) raises mid-run
+        self.connection_errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        )
         self._claim = self.redis.register_script(_CLAIM)
         self._renew = self.redis.register_script(_RENEW)
         self._record = self.redis.register_script(_RECORD)
@@ -197,6 +206,38 @@ class DeviceQueue:
             self.redis.ping()
         except self._errors as exc:
             raise UserError(f"cannot reach Redis at {self._safe_url()} ({exc}); start it or fix --redis") from exc
+
+    def reconnect(self, *, timeout: float, cause: BaseException) -> None:
+        """Wait up to ``timeout`` seconds for the server to answer again after ``cause`` (one of
+        :attr:`connection_errors`), retrying with a growing pause.
+
+        Raises:
+            UserError: it did not come back in time (one line: what was lost, and what to do).
+        """
+        log.warning("lost Redis at %s (%s); retrying for up to %g s", self._safe_url(), cause, timeout)
+        deadline = time.monotonic() + timeout
+        pause = 0.1
+        while True:
+            try:
+                self.redis.ping()
+            except (*self.connection_errors, *self._errors) as exc:
+                cause = exc
+            else:
+                log.info("Redis at %s answers again", self._safe_url())
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UserError(
+                    f"lost the connection to Redis at {self._safe_url()} and it did not come back in {timeout:g} s "
+                    f"({cause}); start it again and rerun (a search continues with --resume)"
+                ) from cause
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 2.0)
+
+    def known(self, job: str) -> bool:
+        """Whether the server still holds ``job`` or its result (a server restarted without its data holds
+        neither)."""
+        return bool(self.redis.exists(self._k("job", job), self._k("result", job)))
 
     def _safe_url(self) -> str:
         if "@" not in self.url:
@@ -290,6 +331,7 @@ class DeviceQueue:
 
         Raises:
             RemoteTimeout: no result within ``timeout`` seconds (the job is withdrawn).
+            JobLost: the server forgot the job (a restart without its data).
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -301,6 +343,8 @@ class DeviceQueue:
                 break
             self.redis.blpop([self._k("done", job)], timeout=max(0.01, min(1.0, left)))
             self.reap(device)
+            if not self.known(job):
+                raise JobLost(job)
         self.redis.lrem(self._dev(device, "pending"), 0, job)
         self.redis.delete(self._k("job", job))
         found = self.result(job)

@@ -169,6 +169,9 @@ class DeviceWorker:
         threads: the runtime's threads.
         images: a labelled image folder (class subfolders) for accuracy jobs.
         max_job_bytes: the largest job payload accepted (checked before it is read).
+        reconnect_timeout: how long the worker waits for a Redis server that went away (a restart, a network cut)
+            before it gives up; it then re-registers, and a job it was measuring is run again from the queue (or,
+            when the server lost its data, resubmitted by the search).
     """
 
     def __init__(
@@ -180,8 +183,10 @@ class DeviceWorker:
         threads: int = 1,
         images: Path | None = None,
         max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
+        reconnect_timeout: float = 600.0,
     ) -> None:
         self.queue = queue
+        self.reconnect_timeout = reconnect_timeout
         self.name = name
         self.runtime = runtime
         self.threads = threads
@@ -201,6 +206,9 @@ class DeviceWorker:
         interval = self.queue.visibility_ms / 1000 / 4
         while not self._stop.wait(interval):
             try:
+                if self.queue.device_record(self.name) is None:  # a server restarted without its data
+                    log.warning("device %s is not registered on Redis any more; registering it again", self.name)
+                    self.queue.register(self.name, record=self.record, worker=self.worker_id)
                 self.queue.heartbeat(self.name, worker=self.worker_id, job=self._job)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
@@ -265,24 +273,37 @@ class DeviceWorker:
             Jobs handled.
         """
         self.queue.ping()
-        self.queue.register(self.name, record=self.record, worker=self.worker_id)
         beat = threading.Thread(target=self._beat, name="prunegym-heartbeat", daemon=True)
-        beat.start()
+        registered = False
         done = 0
         try:
             while not self._stop.is_set() and (max_jobs is None or done < max_jobs):
-                self.queue.reap(self.name)
-                claimed = self.queue.claim(self.name, worker=self.worker_id, wait=1.0)
-                if claimed is None:
+                try:
+                    if not registered:
+                        self.queue.register(self.name, record=self.record, worker=self.worker_id)
+                        registered = True
+                        if not beat.is_alive():
+                            beat.start()
+                    self.queue.reap(self.name)
+                    claimed = self.queue.claim(self.name, worker=self.worker_id, wait=1.0)
+                    if claimed is None:
+                        continue
+                    self._job = claimed[0]
+                    self.queue.heartbeat(self.name, worker=self.worker_id, job=self._job)
+                    recorded = self.handle(*claimed)
+                except self.queue.connection_errors as exc:
+                    self._job = ""  # its lease runs out: the job is taken again, or resubmitted
+                    self.queue.reconnect(timeout=self.reconnect_timeout, cause=exc)
+                    registered = False  # a server restarted without its data has forgotten the device
                     continue
-                self._job = claimed[0]
-                self.queue.heartbeat(self.name, worker=self.worker_id, job=self._job)
-                recorded = self.handle(*claimed)
                 self._job = ""
                 done += 1
                 if on_job is not None:
                     on_job({"job": claimed[0], "recorded": recorded, "done": done})
         finally:
             self._stop.set()
-            self.queue.unregister_worker(self.name, worker=self.worker_id)
+            try:
+                self.queue.unregister_worker(self.name, worker=self.worker_id)
+            except self.queue.connection_errors as exc:  # gone already: its heartbeat simply stops
+                log.warning("could not unregister from Redis: %s", exc)
         return done
