@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,17 @@ def _serve(worker: DeviceWorker, errors: list[BaseException]) -> threading.Threa
     return thread
 
 
+@contextmanager
+def serving(worker: DeviceWorker, errors: list[BaseException]) -> Iterator[threading.Thread]:
+    """``worker`` serving in a thread for the block, stopped and joined after it."""
+    thread = _serve(worker, errors)
+    try:
+        yield thread
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+
+
 def _long(models: list[bytes]) -> JobSpec:
     return JobSpec(input_shapes=((3, 32, 32),) * len(models), repeats=200, rounds=2)
 
@@ -112,24 +124,19 @@ def test_a_job_the_restarted_server_forgot_is_submitted_again_and_measured(serve
     time.sleep(1.0)
     server.start()
     second = DeviceWorker(queue=DeviceQueue(server.url, visibility_timeout=2), name="box")
-    thread = _serve(second, errors)
-    try:
+    with serving(second, errors):
         search.join(timeout=90)
         assert not search.is_alive(), "the search never got its result"
         result = out["result"]
         assert result["ok"] and f"{second.worker_id}" == result["worker"]
         assert dev.jobs == 2  # the job, then the same job again on the restarted server
         assert not errors
-    finally:
-        second.stop()
-        thread.join(timeout=30)
 
 
 def test_a_worker_waits_out_a_restart_and_registers_again(server: Server, onnx_model: bytes) -> None:
     worker = DeviceWorker(queue=DeviceQueue(server.url, visibility_timeout=2), name="box", reconnect_timeout=60)
     errors: list[BaseException] = []
-    thread = _serve(worker, errors)
-    try:
+    with serving(worker, errors) as thread:
         q = DeviceQueue(server.url)
         q.wait_for_device("box", timeout=30)
         server.kill()
@@ -144,9 +151,6 @@ def test_a_worker_waits_out_a_restart_and_registers_again(server: Server, onnx_m
         result = RemoteDevice(redis=server.url, device="box", timeout=60).run(models, spec=_long(models))
         assert result["ok"] and result["worker"] == worker.worker_id
         assert thread.is_alive() and not errors
-    finally:
-        worker.stop()
-        thread.join(timeout=30)
 
 
 def test_a_server_that_stays_away_ends_search_and_worker_with_one_line(server: Server, onnx_model: bytes) -> None:
