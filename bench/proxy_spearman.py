@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from prunegym.core.checkpoint import load_model
 from prunegym.core.data import load_data
 from prunegym.core.evaluate import evaluate, input_norm
 from prunegym.core.io import read_jsonl, write_json
+from prunegym.core.plots import save_png
 from prunegym.core.policy import Policy
 from prunegym.core.pruning import apply_policy
 from prunegym.core.train import TrainConfig, train
@@ -88,7 +90,26 @@ def main() -> None:
         write_json(out, {"runs": args.runs, "epochs": args.epochs, "lr": args.lr, "rows": rows})
     rho = float(spearmanr([r["search_val_top1"] for r in rows], [r["finetuned_test_top1"] for r in rows]).statistic)
     write_json(out, {"runs": args.runs, "epochs": args.epochs, "lr": args.lr, "rows": rows, "spearman": rho})
-    print(f"Spearman(search val top-1, finetuned test top-1) = {rho:.3f} over {len(rows)} policies")
+    plot = save_png(scatter(rows, rho=rho, epochs=args.epochs), out.with_suffix(".png"))
+    print(f"Spearman(search val top-1, finetuned test top-1) = {rho:.3f} over {len(rows)} policies; {plot}")
+
+
+def scatter(rows: list[dict], *, rho: float, epochs: int) -> Figure:
+    """Search accuracy against finetuned accuracy, one point per policy, coloured by its method."""
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.add_subplot()
+    for method in sorted({r["run"].split("-")[0] for r in rows}):
+        mine = [r for r in rows if r["run"].split("-")[0] == method]
+        ax.scatter([r["search_val_top1"] for r in mine], [r["finetuned_test_top1"] for r in mine], label=method)
+    for r in rows:
+        ax.annotate(f"{r['latency_ratio']:.2f}", (r["search_val_top1"], r["finetuned_test_top1"]), fontsize=7)
+    ax.set_xlabel("search val top-1 (BN re-estimated, no finetune) %")
+    ax.set_ylabel(f"test top-1 after {epochs} epoch(s) of finetune %")
+    ax.set_title(f"Is the search accuracy a proxy? Spearman ρ = {rho:.2f} (labels: latency ratio)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 if __name__ == "__main__":
