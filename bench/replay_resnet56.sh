@@ -6,7 +6,11 @@
 # when this script is rerun with the same settings (a changed setting redoes the stale steps); when the replay
 # has finished, the bundle and its reports are copied to PUBLISH (small files only: they are what is committed).
 # Usage: POLICY=…/best_policy.yaml [OUT=runs/r56-replay-xeon] [PUBLISH=bench/results/resnet56/replay-xeon]
-#        [EPOCHS=30] [LR=0.01] [THREADS=1] bash bench/replay_resnet56.sh
+#        [EPOCHS=30] [LR=0.01] [THREADS=1] [DEVICE=auto] [STEP=all] [MAXSTEPS=N] bash bench/replay_resnet56.sh
+# STEP=finetune stops after the finetune and publishes nothing (so does any STEP but all; MAXSTEPS caps every
+# epoch, for smoke runs); PG names the prunegym command (bench/gpu_replay.sh
+# runs the finetune on a lent GPU with PG="python3 -m prunegym.cli.main" DEVICE=cuda STEP=finetune: the step
+# stamps leave out the device, so the replay here then resumes after that finetune).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${POLICY:?name the policy YAML to replay: POLICY=…/best_policy.yaml}"
@@ -15,12 +19,16 @@ PUBLISH=${PUBLISH:-bench/results/resnet56/replay-xeon}
 EPOCHS=${EPOCHS:-30}
 LR=${LR:-0.01}
 THREADS=${THREADS:-1}
+DEVICE=${DEVICE:-auto}
+STEP=${STEP:-all}
+read -r -a PG <<< "${PG:-.venv/bin/prunegym}"
 export OMP_NUM_THREADS=$THREADS
 mkdir -p bench/logs
-.venv/bin/prunegym replay --policy "$POLICY" --model resnet56 \
+"${PG[@]}" replay "$STEP" --device "$DEVICE" --policy "$POLICY" --model resnet56 \
   --weights ../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py \
-  --epochs "$EPOCHS" --lr "$LR" --bench-threads 1 --bench-rounds 20 --bench-repeats 600 \
+  --epochs "$EPOCHS" --lr "$LR" ${MAXSTEPS:+--max-steps-per-epoch "$MAXSTEPS"} --bench-threads 1 --bench-rounds 20 --bench-repeats 600 \
   --torch-threads "$THREADS" --out "$OUT" >> "bench/logs/$(basename "$OUT").log" 2>&1
+[ "$STEP" = all ] || { echo "replay step $STEP done in $OUT"; exit 0; }
 mkdir -p "$PUBLISH"
 cp -r "$OUT/bundle" "$PUBLISH/"
 cp "$POLICY" "$PUBLISH/policy.yaml"
