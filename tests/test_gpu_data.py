@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -90,3 +91,25 @@ def test_the_real_cifar_test_batch_round_trips(tmp_path: Path) -> None:
     digest = hashlib.sha256((dest / "test_batch").read_bytes()).hexdigest()
     assert digest == "dfcaf9cf2d1641b08455fa1d4af54765fedb3e90acad37a687792c9f77544af5"  # shared/data/README.md
     assert (part / "test_batch.webp").stat().st_size < 0.6 * (CIFAR / "test_batch").stat().st_size
+
+
+def _gpu_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """bench/gpu_run.sh in a bare copy of bench/ (no .gpu/ staged, no .venv)."""
+    bench = tmp_path / "bench"
+    bench.mkdir(exist_ok=True)
+    for name in ("gpu_run.sh", "gpu_data.py"):
+        (bench / name).write_bytes((ROOT / "bench" / name).read_bytes())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its python3
+    return subprocess.run(
+        ["bash", str(bench / "gpu_run.sh"), *args], capture_output=True, text=True, check=False, env=env
+    )
+
+
+def test_gpu_run_refuses_an_unknown_job_and_a_job_before_its_data(tmp_path: Path) -> None:
+    unknown = _gpu_run(tmp_path, "job", "train-everything")
+    assert unknown.returncode == 2 and "unknown job 'train-everything'" in unknown.stderr
+    early = _gpu_run(tmp_path, "job", "dc")
+    assert early.returncode == 2 and "has not arrived; make the recv calls first" in early.stderr
+    assert not (tmp_path / "runs").exists()
+    usage = _gpu_run(tmp_path, "launch")
+    assert usage.returncode == 2 and usage.stderr.startswith("usage:")
