@@ -7,10 +7,9 @@
 # has finished, the bundle and its reports are copied to PUBLISH (small files only: they are what is committed).
 # Usage: POLICY=…/best_policy.yaml [OUT=runs/r56-replay-xeon] [PUBLISH=bench/results/resnet56/replay-xeon]
 #        [EPOCHS=30] [LR=0.01] [THREADS=1] [DEVICE=auto] [STEP=all] [MAXSTEPS=N] bash bench/replay_resnet56.sh
-# STEP=finetune stops after the finetune and publishes nothing (so does any STEP but all; MAXSTEPS caps every
-# epoch, for smoke runs); PG names the prunegym command (bench/gpu_replay.sh
-# runs the finetune on a lent GPU with PG="python3 -m prunegym.cli.main" DEVICE=cuda STEP=finetune: the step
-# stamps leave out the device, so the replay here then resumes after that finetune).
+# STEP=finetune stops after that step and publishes nothing (so does any STEP but all); MAXSTEPS caps every epoch
+# (smoke runs); PG replaces .venv/bin/prunegym. bench/gpu_run.sh runs STEP=finetune on a lent GPU and then this
+# script here: the step stamps leave out the device, so the replay resumes after the GPU's finetune.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${POLICY:?name the policy YAML to replay: POLICY=…/best_policy.yaml}"
@@ -26,7 +25,8 @@ export OMP_NUM_THREADS=$THREADS
 mkdir -p bench/logs
 "${PG[@]}" replay "$STEP" --device "$DEVICE" --policy "$POLICY" --model resnet56 \
   --weights ../shared/data/pretrained/resnet56-4bfd9763.th --data cifar10:../shared/data/cifar-10-batches-py \
-  --epochs "$EPOCHS" --lr "$LR" ${MAXSTEPS:+--max-steps-per-epoch "$MAXSTEPS"} --bench-threads 1 --bench-rounds 20 --bench-repeats 600 \
+  --epochs "$EPOCHS" --lr "$LR" ${MAXSTEPS:+--max-steps-per-epoch "$MAXSTEPS"} \
+  --bench-threads 1 --bench-rounds 20 --bench-repeats 600 \
   --torch-threads "$THREADS" --out "$OUT" >> "bench/logs/$(basename "$OUT").log" 2>&1
 [ "$STEP" = all ] || { echo "replay step $STEP done in $OUT"; exit 0; }
 mkdir -p "$PUBLISH"
