@@ -203,3 +203,24 @@ def test_compress_runs_resumes_and_its_dc_file_evaluates_through_the_cli(tmp_pat
     assert (out / "pruned_2.pt").stat().st_mtime_ns == pruned
     assert again["max_distinct_values_per_layer"] <= 4 and again["bits"] == 2
     assert again["steps"] == report["steps"]
+
+
+def test_compress_can_distill_from_the_dense_model_and_says_so_in_its_stamps(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "dc"
+    argv = ["compress", "--model", "smallcnn", "--data", "digits", "--out", str(out), "--sparsity", "0.7"]
+    argv += ["--prune-steps", "1", "--epochs-per-step", "1", "--max-steps-per-epoch", "3", "--centroid-steps", "0"]
+    assert main([*argv, "--distill", "--kd-alpha", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    steps = json.loads((out / "steps.json").read_text())
+    assert steps["prune_1"]["settings"]["distill"] is True and steps["prune_1"]["settings"]["kd_alpha"] == 0.5
+    distilled = json.loads((out / "prune_1" / "metrics.jsonl").read_text().splitlines()[0])
+    pruned = (out / "pruned_1.pt").stat().st_mtime_ns
+    assert main([*argv, "--no-distill", "--json", "--resume"]) == 0  # another finetune: the step is redone
+    plain = json.loads(capsys.readouterr().out)
+    assert (out / "pruned_1.pt").stat().st_mtime_ns != pruned
+    assert "distill" not in json.loads((out / "steps.json").read_text())["prune_1"]["settings"]
+    labels_only = json.loads((out / "prune_1" / "metrics.jsonl").read_text().splitlines()[0])
+    assert distilled["train_loss"] != pytest.approx(labels_only["train_loss"], rel=1e-3)  # the teacher's term
+    assert plain["bit_exact"] and report["bit_exact"]
+    assert main([*argv, "--kd-alpha", "1.5"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --kd-alpha must be in [0, 1]")

@@ -15,6 +15,7 @@ top-1/top-5 and the stored size (dense FP32 → pruned CSR FP32 → shared → H
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -83,9 +84,16 @@ def _test(model: nn.Module, data: DataSplits, limit: int | None) -> dict[str, fl
 
 
 def _finetune(
-    cfg: CompressConfig, model: nn.Module, data: DataSplits, folder: Path, stamp: str, progress: ProgressFn | None
+    cfg: CompressConfig,
+    model: nn.Module,
+    data: DataSplits,
+    folder: Path,
+    stamp: str,
+    progress: ProgressFn | None,
+    teacher: nn.Module | None = None,
 ) -> None:
-    """Finetune ``model`` in ``folder`` with its zeros kept; a folder left by other settings starts over."""
+    """Finetune ``model`` in ``folder`` with its zeros kept (distilled from ``teacher`` when given); a folder left
+    by other settings starts over."""
     mark = folder / "stamp.txt"
     if folder.exists() and (not mark.exists() or mark.read_text(encoding="utf-8").strip() != stamp):
         shutil.rmtree(folder)
@@ -104,6 +112,9 @@ def _finetune(
                 lr_schedule=cfg.lr_schedule,
                 weight_decay=cfg.weight_decay,
                 warmup_epochs=0.0,
+                teacher="dense model" if teacher is not None else None,
+                kd_alpha=cfg.kd_alpha,
+                kd_temperature=cfg.kd_temperature,
                 val_size=cfg.val_size,
                 seed=cfg.seed,
                 max_steps_per_epoch=cfg.max_steps_per_epoch,
@@ -112,6 +123,7 @@ def _finetune(
             model=model,
             data=data,
             run_dir=folder,
+            teacher=teacher,
             after_step=keeper.after_step,
             resume=(folder / LAST_CHECKPOINT).exists(),
             progress=progress,
@@ -260,6 +272,8 @@ def compress(
     if results.get("base") != prev or "dense" not in results:
         results = {"base": prev, "dense": _test(model, data, cfg.eval_limit)}
         write_json(results_path, results)
+    teacher = copy.deepcopy(model).eval() if cfg.distill else None  # the dense model, before any mask
+    kd = {f: getattr(cfg, f) for f in ("distill", "kd_alpha", "kd_temperature")} if cfg.distill else {}
     current = model
     for k in range(1, cfg.prune_steps + 1):
         target = agp_sparsity(k, steps=cfg.prune_steps, final=cfg.sparsity)
@@ -268,6 +282,7 @@ def compress(
             "sparsity": round(target, 9),
             **{f: getattr(cfg, f) for f in ("scope", "epochs_per_step", "lr", "lr_schedule", "weight_decay")},
             **{f: getattr(cfg, f) for f in ("batch_size", "max_steps_per_epoch")},
+            **kd,  # absent without distillation, so the runs made before it existed stay fresh
         }
         out = run_dir / f"pruned_{k}.pt"
         if stamps.fresh(f"prune_{k}", settings, [out]) and f"prune_{k}" in results:
@@ -277,7 +292,7 @@ def compress(
             apply_masks(current, magnitude_masks(prunable_weights(current), sparsity=target, scope=cfg.scope))
             log.info("pruning step %d/%d: %.1f%% of the weights zero", k, cfg.prune_steps, 100 * sparsity_of(current))
             if cfg.epochs_per_step:
-                _finetune(cfg, current, data, run_dir / f"prune_{k}", stamp_of(settings), progress)
+                _finetune(cfg, current, data, run_dir / f"prune_{k}", stamp_of(settings), progress, teacher)
             results[f"prune_{k}"] = {
                 "target": target,
                 "sparsity": sparsity_of(current),

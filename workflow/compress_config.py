@@ -27,6 +27,10 @@ class CompressConfig:
         lr: finetune learning rate of each step (decays to 0 within the step).
         lr_schedule: cosine or poly.
         weight_decay: finetune SGD weight decay.
+        distill: distill each pruning step's finetune from the dense model (soft targets at kd_temperature,
+            weighted kd_alpha against the labels).
+        kd_alpha: weight of the distillation term.
+        kd_temperature: distillation temperature.
         batch_size: images per SGD step (finetune and centroid finetune).
         bits: cluster-index bits of the Conv2d weights (at most 2^bits shared values per layer).
         linear_bits: cluster-index bits of the Linear weights (empty: the same as --bits).
@@ -51,6 +55,9 @@ class CompressConfig:
     lr: float = 0.01
     lr_schedule: str = "cosine"
     weight_decay: float = 5e-4
+    distill: bool = False
+    kd_alpha: float = 0.9
+    kd_temperature: float = 4.0
     batch_size: int = 128
     bits: int = 4
     linear_bits: int | None = None
@@ -79,6 +86,10 @@ class CompressConfig:
             raise ConfigError(f"--lr-schedule must be cosine or poly, got {self.lr_schedule!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be ≥ 0, got {self.weight_decay}")
+        if not (math.isfinite(self.kd_alpha) and 0.0 <= self.kd_alpha <= 1.0):
+            raise ConfigError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha}")
+        if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
+            raise ConfigError(f"--kd-temperature must be > 0, got {self.kd_temperature}")
         if self.batch_size < 2:
             raise ConfigError(f"--batch-size must be ≥ 2 (BatchNorm needs it), got {self.batch_size}")
         for flag, value in (("bits", self.bits), ("linear-bits", self.linear_bits)):
