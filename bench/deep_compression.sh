@@ -4,7 +4,8 @@
 #   kept), k-means weight sharing at BITS bits (linear init) + CENTROID centroid-finetune steps, the .dc file
 #   (CSR/CSC relative indices + Huffman) written, read back bit-exactly and evaluated on the test split.
 # Every step is stamped with its settings: a changed setting redoes the stale steps only. The run folder is named by
-# its settings, runs/bench/dc-MODEL-sSPARSITY-bBITS[-TAG]; report.json/.md are copied to bench/results/deep-compression/
+# its settings, runs/bench/dc-MODEL-sSPARSITY-bBITS[-kd][-TAG] (KD=1: each step's finetune distils from the dense
+# model); report.json/.md are copied to bench/results/deep-compression/
 # when the run finishes. Smoke runs: MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test images, TAG=smoke.
 #   MODEL=resnet20 bench/deep_compression.sh           # the acceptance run (≥ 20x smaller, ≤ 1.0 point lost)
 #   MODEL=resnet56 SPARSITY=0.85 bench/deep_compression.sh
@@ -19,13 +20,13 @@ case "$MODEL" in
 esac
 SPARSITY=${SPARSITY:-0.85}
 BITS=${BITS:-4}
-NAME=dc-$MODEL-s$SPARSITY-b$BITS${TAG:+-$TAG}
+NAME=dc-$MODEL-s$SPARSITY-b$BITS${KD:+-kd}${TAG:+-$TAG}
 RUN=runs/bench/$NAME
 resume() { [ -e "$1/config.yaml" ] && echo --resume || true; }
 .venv/bin/prunegym compress --model "$MODEL" --weights "$W" --data cifar10:../shared/data/cifar-10-batches-py \
   --sparsity "$SPARSITY" --bits "$BITS" --prune-steps "${STEPS:-4}" --epochs-per-step "${EPOCHS:-2}" \
   --lr "${LR:-0.01}" --centroid-steps "${CENTROID:-300}" --init "${INIT:-linear}" --index-bits "${INDEX_BITS:-5}" \
-  ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} ${LIMIT:+--eval-limit $LIMIT} --out "$RUN" $(resume "$RUN")
+  ${KD:+--distill} ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} ${LIMIT:+--eval-limit $LIMIT} --out "$RUN" $(resume "$RUN")
 OUT=${RESULTS:-bench/results/deep-compression}
 mkdir -p "$OUT"
 cp "$RUN/report.json" "$OUT/$NAME.json"

@@ -18,7 +18,7 @@
 #   replay56  bench/replay_resnet56.sh with STEP=finetune (POLICY, REPLAY=runs/r56-replay-gpu, EPOCHS, LR); fetch
 #             then runs transform → ONNX → INT8 → verify → bench → bundle here, on the CPU the bundle is for
 #   deephi    bench/deephi_minivggnet.sh (TRAIN_ITERS, ROUND_ITERS); fetch reruns it here (finished steps skip)
-#   dc        bench/deep_compression.sh (MODEL, SPARSITY, BITS, STEPS, EPOCHS, CENTROID, TAG); fetch likewise
+#   dc        bench/deep_compression.sh (MODEL, SPARSITY, BITS, KD, STEPS, EPOCHS, CENTROID, TAG); fetch likewise
 # On the device the data path ../shared/data/… is rebuilt beside the tree and .venv/bin/{python,prunegym} point at
 # its python3, so the scripts and their step stamps (which name the data path, not the device) are the same as
 # here. Every job call runs under `timeout` (JOB_SECONDS, default 540) and always sends back its run folder (resume
@@ -40,7 +40,7 @@ folder_of() {  # the run folder a job writes (what comes back)
   case "$1" in
     replay56) echo "$REPLAY" ;;
     deephi) echo "${RUN:-runs/bench/deephi-minivggnet}" ;;
-    dc) echo "runs/bench/dc-${MODEL:-resnet20}-s${SPARSITY:-0.85}-b${BITS:-4}${TAG:+-$TAG}" ;;
+    dc) echo "runs/bench/dc-${MODEL:-resnet20}-s${SPARSITY:-0.85}-b${BITS:-4}${KD:+-kd}${TAG:+-$TAG}" ;;
     *) echo "error: unknown job '$1'; use replay56, deephi or dc" >&2; exit 2 ;;
   esac
 }
