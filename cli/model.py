@@ -280,7 +280,11 @@ def _run_training(args: argparse.Namespace, cls: type[TrainConfig], command: str
             progress=on_step,
         )
     stdout.print(
-        f"best epoch {result.best_epoch + 1}: val top-1 {result.best_val.top1:.2f}%"
+        (
+            f"best epoch {result.best_epoch + 1}: val top-1 {result.best_val.top1:.2f}%"
+            if result.best_val
+            else f"last epoch {result.best_epoch + 1} kept (no val split)"
+        )
         + (f"; test top-1 {result.test.top1:.2f}% top-5 {result.test.top5:.2f}%" if result.test else "")
         + f"  ({result.seconds:.0f} s) → {run_dir / 'best.pt'}"
     )

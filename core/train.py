@@ -42,7 +42,7 @@ class TrainResult:
     run_dir: Path
     epochs_done: int
     best_epoch: int
-    best_val: EvalResult
+    best_val: EvalResult | None  # None when the data has no val split (val_size 0): the last epoch is kept
     test: EvalResult | None
     seconds: float
 
@@ -141,6 +141,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``; select the best epoch on ``data.val``; checkpoint every epoch.
 
+    With no val images (``val_size`` 0: every training image is trained on) nothing is selected: ``best.pt`` is
+    the last epoch and ``best_val`` is ``None``.
+
     Runs on ``config.device`` (batches are prepared on the CPU and moved there); ``model`` and ``teacher`` are
     returned to the CPU at the end, and checkpoints always hold CPU tensors.
 
@@ -182,6 +185,7 @@ def train(
     if steps_per_epoch < 1:
         raise UserError(f"training split has {len(data.train_x)} images, fewer than one batch of {config.batch_size}")
     total_steps = steps_per_epoch * config.epochs
+    has_val = len(data.val_x) > 0
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
 
     start_epoch, step = 0, 0
@@ -282,21 +286,24 @@ def train(
                         steps_per_epoch,
                         {"loss": running / seen, "lr": lr},
                     )
-            val = evaluate(model, data.val_x, data.val_y, mean=mean, std=std)
-            metric = val.top1 if config.acc_name == "top1" else val.top5
-            writer.add_scalar("val/top1", val.top1, step)
-            writer.add_scalar("val/top5", val.top5, step)
-            writer.add_scalar("val/loss", val.loss, step)
             writer.add_scalar("train/epoch_loss", running / max(seen, 1), step)
+            if has_val:
+                val = evaluate(model, data.val_x, data.val_y, mean=mean, std=std)
+                metric = val.top1 if config.acc_name == "top1" else val.top5
+                writer.add_scalar("val/top1", val.top1, step)
+                writer.add_scalar("val/top5", val.top5, step)
+                writer.add_scalar("val/loss", val.loss, step)
+                is_best = metric > best["metric"]
+            else:  # nothing held out to choose with: each epoch supersedes the one before (best.pt is the last)
+                val, metric, is_best = None, float(epoch), True
             writer.flush()
-            is_best = metric > best["metric"]
             if is_best:
-                best = {"epoch": epoch, "metric": metric, "val": val.to_dict()}
+                best = {"epoch": epoch, "metric": metric, "val": val.to_dict() if val else None}
             record = {
                 "epoch": epoch,
                 "step": step,
                 "train_loss": running / max(seen, 1),
-                **{f"val_{k}": v for k, v in val.to_dict().items()},
+                **({f"val_{k}": v for k, v in val.to_dict().items()} if val else {}),
                 "seconds": round(time.perf_counter() - t0, 2),
             }
             history.append(record)
@@ -314,14 +321,21 @@ def train(
                 atomic_torch_save(run_dir / BEST, payload)
             atomic_torch_save(last_path, payload)  # last, so a crash between the two never loses the best
             append_jsonl(run_dir / METRICS_FILE, record)  # after the checkpoint; a resume rewrites it from history
-            log.info(
-                "epoch %d: train loss %.4f, val top1 %.2f%% (best %.2f%% at epoch %d)",
-                epoch + 1,
-                running / max(seen, 1),
-                val.top1,
-                best["val"]["top1"],
-                best["epoch"] + 1,
-            )
+            if val is None:
+                log.info(
+                    "epoch %d: train loss %.4f (no val split: the last epoch is kept)",
+                    epoch + 1,
+                    running / max(seen, 1),
+                )
+            else:
+                log.info(
+                    "epoch %d: train loss %.4f, val top1 %.2f%% (best %.2f%% at epoch %d)",
+                    epoch + 1,
+                    running / max(seen, 1),
+                    val.top1,
+                    best["val"]["top1"],
+                    best["epoch"] + 1,
+                )
     finally:
         writer.close()
         model.to("cpu", memory_format=torch.contiguous_format)  # as a reloaded model is: results match exactly
@@ -339,7 +353,7 @@ def train(
         run_dir=run_dir,
         epochs_done=config.epochs,
         best_epoch=int(best["epoch"]),
-        best_val=EvalResult(top1=bv["top1"], top5=bv["top5"], n=bv["n"], loss=bv["loss"]),
+        best_val=EvalResult(top1=bv["top1"], top5=bv["top5"], n=bv["n"], loss=bv["loss"]) if bv else None,
         test=test,
         seconds=time.perf_counter() - t0,
     )

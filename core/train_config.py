@@ -57,7 +57,8 @@ class TrainConfig:
         teacher_weights: the teacher's weights.
         kd_alpha: weight of the distillation term (1 - kd_alpha weighs the labels).
         kd_temperature: distillation temperature.
-        val_size: val images carved from the training set (empty: the dataset's default).
+        val_size: val images carved from the training set (empty: the dataset's default; 0: train on all of them
+            and keep the last epoch).
         acc_name: top1 or top5: the accuracy that selects the best checkpoint.
         seed: seeds the val split, the data order and the initialization.
         max_steps_per_epoch: cap on steps per epoch (quick runs).

@@ -6,7 +6,8 @@ with other finetune settings and the finetune restarts (the old one is kept as `
 step after it is redone, the bundle included.
 
 1. ``prune``     apply the policy to the full model (channels selected by the policy's criterion) → pruned.pt
-2. ``finetune``  full finetune (cosine LR, distillation from the unpruned model, best epoch by val accuracy)
+2. ``finetune``  full finetune (cosine LR, distillation from the unpruned model, best epoch by val accuracy;
+                 the last epoch with val_size 0, which trains on every training image)
 3. ``transform`` the dense smaller model → model.pt. prunegym's pruner removes channels physically from the
                  start, so this step rebuilds the finetuned model from base architecture + policy + state_dict
                  (the way users load it) and checks it against the finetuned one (max abs output difference).
@@ -373,7 +374,8 @@ def build_report(r: Replay) -> dict[str, Any]:
         "finetune": {
             "epochs": len(finetune),
             "seconds": finetune[-1]["seconds"] if finetune else None,
-            "best_val_top1": max((m["val_top1"] for m in finetune), default=None),
+            "best_val_top1": max((m["val_top1"] for m in finetune if "val_top1" in m), default=None),
+            "kept": "the best val epoch" if r.data.val_x.numel() else "the last epoch (no val split: val_size 0)",
         },
         "notes": [
             f"Accuracy measured by {RUNTIME_LABELS.get(verify_runtime, verify_runtime)} on {verify['n']}"

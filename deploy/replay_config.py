@@ -34,7 +34,8 @@ class ReplayConfig:
         device: where the finetune runs.
         channels_last: finetune in the channels-last memory format (faster convolutions).
         compile: compile the finetune's forward with torch.compile (one-time compile, then faster steps).
-        val_size: val images carved from the training set (empty: the dataset's default).
+        val_size: val images carved from the training set (empty: the dataset's default; 0: train on all of them
+            and keep the last epoch).
         calib_images: training images to calibrate INT8.
         calib_method: minmax, entropy, percentile.
         per_channel: per-channel INT8 weights.

@@ -153,3 +153,16 @@ def test_a_replay_rerun_on_openvino_verifies_and_benchmarks_there_without_anothe
     assert report["latency"]["runtime"] == "openvino" and report["latency"]["provider"] == "OpenVINO:CPU"
     assert report["notes"][0].startswith("Accuracy measured by OpenVINO on ")
     assert "Latency and FPS measured with OpenVINO" in (out / "bundle" / "report.md").read_text()
+
+
+def test_a_replay_with_no_val_split_finetunes_on_every_image_and_ships_the_last_epoch(
+    search_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "replay"
+    assert _replay(search_run, out, "--epochs", "2", "--val-size", "0") == 0
+    report = json.loads((out / "bundle" / "report.json").read_text())
+    assert report["finetune"]["kept"].startswith("the last epoch") and report["finetune"]["best_val_top1"] is None
+    assert json.loads((out / "steps.json").read_text())["finetune"]["settings"]["val_size"] == 0
+    from prunegym.core.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "finetune" / "best.pt")["epoch"] == 1

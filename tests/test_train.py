@@ -164,3 +164,18 @@ def test_training_on_a_gpu_matches_the_cpu_run_and_leaves_cpu_tensors(tmp_path: 
     assert all(p.device.type == "cpu" for p in (*student.parameters(), *teacher.parameters()))
     assert all(t.device.type == "cpu" for t in read_checkpoint(tmp_path / "gpu" / "last.pt")["state_dict"].values())
     assert abs(gpu.best_val.top1 - cpu.best_val.top1) < 3.0  # same batches; kernels differ in rounding only
+
+
+def test_no_val_split_trains_on_every_image_and_keeps_the_last_epoch(tmp_path: Path) -> None:
+    from prunegym.core.data import load_data
+
+    data = load_data("digits", val_size=0, seed=1)
+    assert len(data.val_x) == 0
+    model = _model()
+    result = train(config=_cfg(tmp_path, eval_test=False), model=model, data=data, run_dir=tmp_path)
+    assert result.best_val is None and result.best_epoch == 2
+    best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "last.pt")
+    assert best["epoch"] == last["epoch"] == 2
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
+    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all("val_top1" not in r for r in records)
