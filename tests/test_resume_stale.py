@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from prunegym.cli.main import main
+from prunegym.core.checkpoint import read_checkpoint
 from prunegym.core.io import read_jsonl
 from prunegym.deploy.bundle import write_bundle
 
@@ -163,6 +164,4 @@ def test_a_replay_with_no_val_split_finetunes_on_every_image_and_ships_the_last_
     report = json.loads((out / "bundle" / "report.json").read_text())
     assert report["finetune"]["kept"].startswith("the last epoch") and report["finetune"]["best_val_top1"] is None
     assert json.loads((out / "steps.json").read_text())["finetune"]["settings"]["val_size"] == 0
-    from prunegym.core.checkpoint import read_checkpoint
-
     assert read_checkpoint(out / "finetune" / "best.pt")["epoch"] == 1

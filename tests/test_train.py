@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prunegym.core.checkpoint import load_model, read_checkpoint
+from prunegym.core.data import load_data
 from prunegym.core.models import build_model
 from prunegym.core.train import TrainConfig, distillation_loss, train
 
@@ -167,8 +168,6 @@ def test_training_on_a_gpu_matches_the_cpu_run_and_leaves_cpu_tensors(tmp_path: 
 
 
 def test_no_val_split_trains_on_every_image_and_keeps_the_last_epoch(tmp_path: Path) -> None:
-    from prunegym.core.data import load_data
-
     data = load_data("digits", val_size=0, seed=1)
     assert len(data.val_x) == 0
     model = _model()
@@ -177,5 +176,5 @@ def test_no_val_split_trains_on_every_image_and_keeps_the_last_epoch(tmp_path: P
     best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "last.pt")
     assert best["epoch"] == last["epoch"] == 2
     assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
-    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 3 and all("val_top1" not in r for r in records)
