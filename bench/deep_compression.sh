@@ -5,8 +5,9 @@
 #   (CSR/CSC relative indices + Huffman) written, read back bit-exactly and evaluated on the test split.
 # Every step is stamped with its settings: a changed setting redoes the stale steps only. The run folder is named by
 # its settings, runs/bench/dc-MODEL-sSPARSITY-bBITS[-kd][-TAG] (KD=1: each step's finetune distils from the dense
-# model); report.json/.md are copied to bench/results/deep-compression/
-# when the run finishes. Smoke runs: MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test images, TAG=smoke.
+# model); report.json/.md are copied to bench/results/deep-compression/ when the run finishes. FOLDER_ONLY=1
+# prints the run folder and stops. Smoke runs: MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test
+# images, TAG=smoke.
 #   MODEL=resnet20 bench/deep_compression.sh           # the acceptance run (≥ 20x smaller, ≤ 1.0 point lost)
 #   MODEL=resnet56 SPARSITY=0.85 bench/deep_compression.sh
 set -euo pipefail
@@ -20,8 +21,10 @@ case "$MODEL" in
 esac
 SPARSITY=${SPARSITY:-0.85}
 BITS=${BITS:-4}
+case "${KD:-0}" in 0) KD= ;; *) KD=1 ;; esac  # KD=0 or unset: labels only
 NAME=dc-$MODEL-s$SPARSITY-b$BITS${KD:+-kd}${TAG:+-$TAG}
 RUN=runs/bench/$NAME
+[ "${FOLDER_ONLY:-0}" = 1 ] && { echo "$RUN"; exit 0; }  # bench/gpu_run.sh asks where a run lives
 resume() { [ -e "$1/config.yaml" ] && echo --resume || true; }
 .venv/bin/prunegym compress --model "$MODEL" --weights "$W" --data cifar10:../shared/data/cifar-10-batches-py \
   --sparsity "$SPARSITY" --bits "$BITS" --prune-steps "${STEPS:-4}" --epochs-per-step "${EPOCHS:-2}" \

@@ -40,7 +40,7 @@ folder_of() {  # the run folder a job writes (what comes back)
   case "$1" in
     replay56) echo "$REPLAY" ;;
     deephi) echo "${RUN:-runs/bench/deephi-minivggnet}" ;;
-    dc) echo "runs/bench/dc-${MODEL:-resnet20}-s${SPARSITY:-0.85}-b${BITS:-4}${KD:+-kd}${TAG:+-$TAG}" ;;
+    dc) FOLDER_ONLY=1 bash bench/deep_compression.sh ;;
     *) echo "error: unknown job '$1'; use replay56, deephi or dc" >&2; exit 2 ;;
   esac
 }

@@ -94,10 +94,10 @@ def test_the_real_cifar_test_batch_round_trips(tmp_path: Path) -> None:
 
 
 def _gpu_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """bench/gpu_run.sh in a bare copy of bench/ (no .gpu/ staged, no .venv)."""
+    """bench/gpu_run.sh in a bare copy of bench/ (no .gpu/ staged, no .venv); deep_compression.sh names dc's folder."""
     bench = tmp_path / "bench"
     bench.mkdir(exist_ok=True)
-    for name in ("gpu_run.sh", "gpu_data.py"):
+    for name in ("gpu_run.sh", "gpu_data.py", "deep_compression.sh"):
         (bench / name).write_bytes((ROOT / "bench" / name).read_bytes())
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its python3
     return subprocess.run(
