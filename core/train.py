@@ -295,7 +295,7 @@ def train(
                 writer.add_scalar("val/loss", val.loss, step)
                 is_best = metric > best["metric"]
             else:  # nothing held out to choose with: each epoch supersedes the one before (best.pt is the last)
-                val, metric, is_best = None, float(epoch), True
+                val, metric, is_best = None, None, True
             writer.flush()
             if is_best:
                 best = {"epoch": epoch, "metric": metric, "val": val.to_dict() if val else None}
