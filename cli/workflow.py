@@ -61,6 +61,8 @@ HELP = {
     "seed": "seeds the val split, BN re-calibration images and finetuning",
     "kd_alpha": "weight of the distillation term (with --distill)",
     "kd_temperature": "distillation temperature (with --distill)",
+    "teacher_precision": "fp32, or bf16: the teacher's forward under bfloat16 autocast (with --distill; half its "
+    "time on a CPU with AVX-512 BF16 or AMX)",
     "atol": "largest output change a channel removal may cause (relative to the output scale)",
     "rates": "cumulative fractions of the ORIGINAL MACs removed after each round, e.g. 0.1,0.2,0.3",
     "epochs_per_round": "finetune epochs per round",

@@ -28,6 +28,7 @@ from prunegym.core.errors import CheckpointError, UserError
 from prunegym.core.evaluate import EvalResult, evaluate, input_norm
 from prunegym.core.io import append_jsonl, atomic_torch_save, atomic_write_text
 from prunegym.core.models import model_info
+from prunegym.core.onnxrt.machine import cpu_flags
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 from prunegym.core.train_config import SCHEDULE_KEYS, TrainConfig
 
@@ -87,6 +88,13 @@ def distillation_loss(
     )
     hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
+    """The teacher's logits for ``x``, without autograd and in FP32; ``precision="bf16"`` runs the forward under
+    bfloat16 autocast on ``x``'s device (the soft targets then carry bfloat16's ~3 significant digits)."""
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return teacher(x).float()
 
 
 def sync_metrics(run_dir: Path, checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,12 +170,16 @@ def train(
     if teacher is not None:
         teacher.to(device, memory_format=fmt)
     forward = torch.compile(model) if config.compile else model  # shares the parameters: checkpoints see both
+    bf16_teacher = teacher is not None and config.teacher_precision == "bf16"
     log.info(
-        "training on %s (%s%s)",
+        "training on %s (%s%s%s)",
         device,
         "channels-last" if config.channels_last else "contiguous",
         ", compiled" if config.compile else "",
+        ", teacher in bf16" if bf16_teacher else "",
     )
+    if bf16_teacher and device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
+        log.warning("teacher_precision bf16 on a CPU without AVX-512 BF16 or AMX: emulated there, slower than fp32")
     mean, std = input_norm(model, mean=data.mean, std=data.std)
     augment = config.augment or data.augment
     decay, no_decay = [], []
@@ -253,8 +265,8 @@ def train(
                     group["lr"] = lr
                 logits = forward(xb)
                 if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(normalize(xb01, mean=t_mean, std=t_std))
+                    t_in = normalize(xb01, mean=t_mean, std=t_std)
+                    t_logits = teacher_logits(teacher, t_in, precision=config.teacher_precision)
                     loss = distillation_loss(
                         logits,
                         t_logits,

@@ -180,6 +180,7 @@ def step_finetune(r: Replay) -> Path:
         teacher_weights=r.weights if c.distill else None,
         kd_alpha=c.kd_alpha,
         kd_temperature=c.kd_temperature,
+        teacher_precision=c.teacher_precision,
         seed=c.seed,
         max_steps_per_epoch=c.max_steps_per_epoch,
         eval_test=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prunegym.core.onnxrt.runtime import check_runtime
+from prunegym.core.train_config import check_teacher_precision
 
 STEPS = ("prune", "finetune", "transform", "export", "quantize", "verify", "bench", "bundle")
 
@@ -30,6 +31,8 @@ class ReplayConfig:
         distill: distill from the unpruned model while finetuning.
         kd_alpha: weight of the distillation term.
         kd_temperature: distillation temperature.
+        teacher_precision: fp32, or bf16: the teacher's forward under bfloat16 autocast (half its time on a CPU
+            with AVX-512 BF16 or AMX; opt-in, the soft targets change slightly).
         max_steps_per_epoch: cap on steps per epoch (empty: the whole training set).
         device: where the finetune runs.
         channels_last: finetune in the channels-last memory format (faster convolutions).
@@ -66,6 +69,7 @@ class ReplayConfig:
     distill: bool = True
     kd_alpha: float = 0.9
     kd_temperature: float = 4.0
+    teacher_precision: str = "fp32"  # fp32 | bf16
     max_steps_per_epoch: int | None = None
     device: str = "auto"
     channels_last: bool = True
@@ -85,3 +89,4 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         check_runtime(self.runtime)
+        check_teacher_precision(self.teacher_precision)

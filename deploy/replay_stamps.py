@@ -54,6 +54,8 @@ def step_settings(r: Any, step: str) -> dict[str, Any]:
         out.update(model=file_digest(checkpoint_file(r.model)), weights=file_digest(r.weights), data=r.data.spec)
     if step == "prune":
         out.update(policy=stamp_of(r.policy.to_dict()), criterion=r.config.criterion or r.policy.criterion)
+    if step == "finetune" and r.config.teacher_precision != "fp32":  # absent at fp32: older replays stay fresh
+        out.update(teacher_precision=r.config.teacher_precision)
     return out
 
 

@@ -128,6 +128,18 @@ def test_stat_json_resnet56(capsys) -> None:
         (("eval", "--model", "smallcnn", "--data", "cifar10:/nonexistent"), "cifar10"),
         (("eval", "--model", "smallcnn", "--data", "imagenet:/x"), "unknown"),
         (("stat", "--model", "resnet20", "--input-shape", "3x32"), "must be C,H,W"),
+        *(
+            (
+                (cmd, *need, "--out", "/nonexistent/out", "--teacher-precision", "fp16"),
+                "--teacher-precision must be fp32 or bf16, got 'fp16'",
+            )
+            for cmd, *need in (
+                ("finetune", "--model", "smallcnn", "--data", "digits"),
+                ("replay", "--policy", "p.yaml"),
+                ("compress", "--model", "smallcnn", "--data", "digits"),
+                ("iterate", "--model", "smallcnn", "--data", "digits", "--uniform", "--rates", "0.1"),
+            )
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_2(capsys, argv, pattern) -> None:

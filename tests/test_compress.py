@@ -213,7 +213,13 @@ def test_compress_can_distill_from_the_dense_model_and_says_so_in_its_stamps(tmp
     report = json.loads(capsys.readouterr().out)
     steps = json.loads((out / "steps.json").read_text())
     assert steps["prune_1"]["settings"]["distill"] is True and steps["prune_1"]["settings"]["kd_alpha"] == 0.5
+    assert "teacher_precision" not in steps["prune_1"]["settings"]  # fp32: the stamps of runs made before it
     distilled = json.loads((out / "prune_1" / "metrics.jsonl").read_text().splitlines()[0])
+    pruned = (out / "pruned_1.pt").stat().st_mtime_ns
+    assert main([*argv, "--distill", "--kd-alpha", "0.5", "--teacher-precision", "bf16", "--resume"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "steps.json").read_text())["prune_1"]["settings"]["teacher_precision"] == "bf16"
+    assert (out / "pruned_1.pt").stat().st_mtime_ns != pruned  # other soft targets: the step is redone
     pruned = (out / "pruned_1.pt").stat().st_mtime_ns
     assert main([*argv, "--no-distill", "--json", "--resume"]) == 0  # another finetune: the step is redone
     plain = json.loads(capsys.readouterr().out)

@@ -50,6 +50,7 @@ def test_a_replay_rerun_with_another_schedule_redoes_the_finetune_and_everything
     assert report["finetune"]["epochs"] == 1
     stamps = json.loads((out / "steps.json").read_text())
     assert stamps["finetune"]["settings"]["epochs"] == 1
+    assert "teacher_precision" not in stamps["finetune"]["settings"]  # fp32: replays made before it stay fresh
 
     # the same settings again: nothing is redone
     before = {p: p.stat().st_mtime_ns for p in (out / "pruned.pt", out / "model.pt", out / "bundle" / "report.json")}
@@ -76,6 +77,13 @@ def test_a_replay_rerun_with_another_schedule_redoes_the_finetune_and_everything
     assert "redoing replay step bench" in caplog.text and "redoing replay step finetune" not in caplog.text
     assert (out / "model.pt").stat().st_mtime_ns == model_time
     assert json.loads((out / "steps.json").read_text())["bench"]["settings"]["bench_repeats"] == 4
+
+    # the teacher in bfloat16: other soft targets, so another finetune
+    caplog.clear()
+    assert _replay(search_run, out, "--epochs", "2", "--lr", "0.05", "--teacher-precision", "bf16") == 0
+    assert "redoing replay step finetune" in caplog.text
+    assert json.loads((out / "steps.json").read_text())["finetune"]["settings"]["teacher_precision"] == "bf16"
+    assert read_checkpoint(out / "finetune" / "last.pt")["config"]["teacher_precision"] == "bf16"
 
 
 def test_rewriting_a_bundle_swaps_it_whole(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 
 from prunegym.core.checkpoint import load_model, read_checkpoint
 from prunegym.core.data import load_data
+from prunegym.core.errors import CheckpointError
 from prunegym.core.models import build_model
-from prunegym.core.train import TrainConfig, distillation_loss, train
+from prunegym.core.train import TrainConfig, distillation_loss, teacher_logits, train
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -127,6 +129,37 @@ def test_train_with_teacher_follows_the_teacher_not_the_labels(tmp_path: Path, d
     plain = _model()
     train(config=_cfg(tmp_path / "ce", **kw), model=plain, data=digits, run_dir=tmp_path / "ce")
     assert _share_predicting(plain, digits, 3) < 0.3  # the same run without the teacher learns the digits
+
+
+def test_a_bf16_teacher_runs_its_forward_in_bfloat16_and_hands_back_fp32_logits(digits) -> None:
+    teacher = _model().eval()
+    seen: list[torch.dtype] = []
+    teacher.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x = torch.randn(16, *digits.input_shape)
+    fp32 = teacher_logits(teacher, x)
+    bf16 = teacher_logits(teacher, x, precision="bf16")
+    assert seen == [torch.float32, torch.bfloat16]
+    assert fp32.dtype == bf16.dtype == torch.float32 and not fp32.requires_grad
+    with torch.no_grad():
+        assert torch.equal(fp32, teacher(x))  # fp32 is the plain forward, bit for bit
+    assert not torch.equal(fp32, bf16)
+    assert torch.allclose(fp32, bf16, atol=0.05 * float(fp32.abs().max()))  # bfloat16 keeps ~3 digits
+
+
+def test_the_teachers_precision_is_part_of_the_schedule_a_resume_keeps(tmp_path: Path, digits) -> None:
+    cfg = replace(_cfg(tmp_path, teacher="smallcnn", teacher_precision="bf16", eval_test=False), epochs=1)
+    result = train(config=cfg, model=_model(), data=digits, run_dir=tmp_path, teacher=_model())
+    assert result.epochs_done == 1
+    assert read_checkpoint(tmp_path / "last.pt")["config"]["teacher_precision"] == "bf16"
+    with pytest.raises(CheckpointError, match="teacher_precision 'bf16' → 'fp32'"):
+        train(
+            config=replace(cfg, teacher_precision="fp32"),
+            model=_model(),
+            data=digits,
+            run_dir=tmp_path,
+            teacher=_model(),
+            resume=True,
+        )
 
 
 def test_device_choice_is_checked_with_a_one_line_fix() -> None:

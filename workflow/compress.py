@@ -115,6 +115,7 @@ def _finetune(
                 teacher="dense model" if teacher is not None else None,
                 kd_alpha=cfg.kd_alpha,
                 kd_temperature=cfg.kd_temperature,
+                teacher_precision=cfg.teacher_precision,
                 val_size=cfg.val_size,
                 seed=cfg.seed,
                 max_steps_per_epoch=cfg.max_steps_per_epoch,
@@ -274,6 +275,8 @@ def compress(
         write_json(results_path, results)
     teacher = copy.deepcopy(model).eval() if cfg.distill else None  # the dense model, before any mask
     kd = {f: getattr(cfg, f) for f in ("distill", "kd_alpha", "kd_temperature")} if cfg.distill else {}
+    if cfg.distill and cfg.teacher_precision != "fp32":  # absent at fp32: runs made before it stay fresh
+        kd["teacher_precision"] = cfg.teacher_precision
     current = model
     for k in range(1, cfg.prune_steps + 1):
         target = agp_sparsity(k, steps=cfg.prune_steps, final=cfg.sparsity)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunegym.core.errors import ConfigError
-from prunegym.core.train_config import TrainConfig
+from prunegym.core.train_config import TrainConfig, check_teacher_precision
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MODES = ("dense", "masked")
@@ -177,6 +177,7 @@ class IterateConfig:
     distill: bool = False  # distill every round from the unpruned model
     kd_alpha: float = 0.9
     kd_temperature: float = 4.0
+    teacher_precision: str = "fp32"  # fp32 | bf16: the teacher's forward under bfloat16 autocast
     seed: int = 0
     max_steps_per_epoch: int | None = None
     eval_test: bool = True
@@ -199,6 +200,7 @@ class IterateConfig:
             raise ConfigError(f"--rates {','.join(map(str, self.rates))} must increase: each round removes more")
         if self.epochs_per_round < 1:
             raise ConfigError(f"--epochs-per-round must be ≥ 1, got {self.epochs_per_round}")
+        check_teacher_precision(self.teacher_precision)
         if self.criterion == "lsq":
             raise ConfigError("iterate does not support --criterion lsq (its refit needs the unpruned model); use l1")
 
@@ -228,6 +230,7 @@ class IterateConfig:
             teacher="unpruned model" if teacher else None,
             kd_alpha=self.kd_alpha,
             kd_temperature=self.kd_temperature,
+            teacher_precision=self.teacher_precision,
             val_size=self.val_size,
             seed=self.seed,
             max_steps_per_epoch=self.max_steps_per_epoch,
