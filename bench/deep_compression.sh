@@ -5,9 +5,10 @@
 #   (CSR/CSC relative indices + Huffman) written, read back bit-exactly and evaluated on the test split.
 # Every step is stamped with its settings: a changed setting redoes the stale steps only. The run folder is named by
 # its settings, runs/bench/dc-MODEL-sSPARSITY-bBITS[-kd][-TAG] (KD=1: each step's finetune distils from the dense
-# model); report.json/.md are copied to bench/results/deep-compression/ when the run finishes. FOLDER_ONLY=1
-# prints the run folder and stops. Smoke runs: MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test
-# images, TAG=smoke.
+# model; TEACHER_PRECISION=bf16 runs that model in bfloat16); report.json/.md are copied to
+# bench/results/deep-compression/ under the run folder's name when the run finishes (a run with other EPOCHS or
+# STEPS needs its own TAG to keep an earlier report). FOLDER_ONLY=1 prints the run folder and stops. Smoke runs:
+# MAXSTEPS=N caps every finetune epoch, LIMIT=N evaluates N test images, TAG=smoke.
 #   MODEL=resnet20 bench/deep_compression.sh           # the acceptance run (≥ 20x smaller, ≤ 1.0 point lost)
 #   MODEL=resnet56 SPARSITY=0.85 bench/deep_compression.sh
 set -euo pipefail
@@ -29,7 +30,7 @@ resume() { [ -e "$1/config.yaml" ] && echo --resume || true; }
 .venv/bin/prunegym compress --model "$MODEL" --weights "$W" --data cifar10:../shared/data/cifar-10-batches-py \
   --sparsity "$SPARSITY" --bits "$BITS" --prune-steps "${STEPS:-4}" --epochs-per-step "${EPOCHS:-2}" \
   --lr "${LR:-0.01}" --centroid-steps "${CENTROID:-300}" --init "${INIT:-linear}" --index-bits "${INDEX_BITS:-5}" \
-  ${KD:+--distill} ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} ${LIMIT:+--eval-limit $LIMIT} --out "$RUN" $(resume "$RUN")
+  ${KD:+--distill --teacher-precision "${TEACHER_PRECISION:-fp32}"} ${MAXSTEPS:+--max-steps-per-epoch $MAXSTEPS} ${LIMIT:+--eval-limit $LIMIT} --out "$RUN" $(resume "$RUN")
 OUT=${RESULTS:-bench/results/deep-compression}
 mkdir -p "$OUT"
 cp "$RUN/report.json" "$OUT/$NAME.json"
