@@ -221,6 +221,8 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, best = int(ckpt["epoch"]) + 1, int(ckpt["step"]), dict(ckpt["best"])
         history = sync_metrics(run_dir, ckpt)
+        if history:  # "seconds" counts the training time of every session, not only this one's
+            t0 -= float(history[-1].get("seconds") or 0.0)
         log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch, step)
     if start_epoch >= config.epochs:
         log.info("%s already finished %d epochs", run_dir, config.epochs)

@@ -9,6 +9,7 @@ import torch
 from prunegym.core.checkpoint import load_model, read_checkpoint
 from prunegym.core.data import load_data
 from prunegym.core.errors import CheckpointError
+from prunegym.core.io import atomic_torch_save
 from prunegym.core.models import build_model
 from prunegym.core.train import TrainConfig, distillation_loss, teacher_logits, train
 
@@ -68,6 +69,24 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert a["step"] == b["step"]
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), atol=1e-6), k
+
+
+def test_a_resumed_run_counts_the_training_time_of_the_sessions_before_it(tmp_path: Path, digits) -> None:
+    cfg = replace(_cfg(tmp_path, eval_test=False), epochs=2)
+
+    def interrupt(phase: str, done: int, total: int, metrics: dict) -> None:
+        if phase.startswith("epoch 2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config=cfg, model=_model(), data=digits, run_dir=tmp_path, progress=interrupt)
+    ckpt = read_checkpoint(tmp_path / "last.pt")
+    ckpt["history"][-1]["seconds"] = 5000.0  # as if the first session had trained for 5,000 s
+    atomic_torch_save(tmp_path / "last.pt", ckpt)
+    result = train(config=cfg, model=_model(), data=digits, run_dir=tmp_path, resume=True)
+    history = read_checkpoint(tmp_path / "last.pt")["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert 5000.0 < history[1]["seconds"] < 5000.0 + 600 and result.seconds > 5000.0
 
 
 def test_poly_schedule_is_caffes_poly_policy() -> None:
