@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prunegym.core.device import DEVICE_HELP
 from prunegym.core.errors import ConfigError, UserError
 
-__all__ = ["SCHEDULE_KEYS", "TEACHER_PRECISIONS", "TrainConfig", "check_teacher_precision"]
+__all__ = ["SCHEDULE_KEYS", "TEACHER_PRECISIONS", "TrainConfig", "check_teacher_precision", "teacher_precision_stamp"]
 
 TEACHER_PRECISIONS = ("fp32", "bf16")
 
@@ -16,6 +16,12 @@ def check_teacher_precision(value: str) -> None:
     """Refuse a ``--teacher-precision`` other than fp32 or bf16 (every command that distils shares it)."""
     if value not in TEACHER_PRECISIONS:
         raise ConfigError(f"--teacher-precision must be fp32 or bf16, got {value!r}")
+
+
+def teacher_precision_stamp(value: str) -> dict[str, str]:
+    """What a step's stamp records of ``--teacher-precision``: nothing at the default fp32, so that the run folders
+    made before the option existed stay fresh; the value otherwise."""
+    return {} if value == "fp32" else {"teacher_precision": value}
 
 
 # what a resumed run must share with the run it continues (the LR schedule and the data it sees)

@@ -9,6 +9,7 @@ from typing import Any
 
 from prunegym.core.checkpoint import checkpoint_file
 from prunegym.core.stamps import file_digest, stamp_of
+from prunegym.core.train_config import teacher_precision_stamp
 
 __all__ = ["clean_leftovers", "step_settings"]
 
@@ -54,8 +55,8 @@ def step_settings(r: Any, step: str) -> dict[str, Any]:
         out.update(model=file_digest(checkpoint_file(r.model)), weights=file_digest(r.weights), data=r.data.spec)
     if step == "prune":
         out.update(policy=stamp_of(r.policy.to_dict()), criterion=r.config.criterion or r.policy.criterion)
-    if step == "finetune" and r.config.teacher_precision != "fp32":  # absent at fp32: older replays stay fresh
-        out.update(teacher_precision=r.config.teacher_precision)
+    if step == "finetune":
+        out.update(teacher_precision_stamp(r.config.teacher_precision))
     return out
 
 

@@ -35,7 +35,7 @@ from prunegym.core.models import model_info
 from prunegym.core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 from prunegym.core.stamps import StepStamps, file_digest, stamp_of
 from prunegym.core.train import train
-from prunegym.core.train_config import TrainConfig
+from prunegym.core.train_config import TrainConfig, teacher_precision_stamp
 from prunegym.workflow.compress_config import CompressConfig
 from prunegym.workflow.fine_grained import (
     MaskKeeper,
@@ -275,8 +275,8 @@ def compress(
         write_json(results_path, results)
     teacher = copy.deepcopy(model).eval() if cfg.distill else None  # the dense model, before any mask
     kd = {f: getattr(cfg, f) for f in ("distill", "kd_alpha", "kd_temperature")} if cfg.distill else {}
-    if cfg.distill and cfg.teacher_precision != "fp32":  # absent at fp32: runs made before it stay fresh
-        kd["teacher_precision"] = cfg.teacher_precision
+    if cfg.distill:
+        kd.update(teacher_precision_stamp(cfg.teacher_precision))
     current = model
     for k in range(1, cfg.prune_steps + 1):
         target = agp_sparsity(k, steps=cfg.prune_steps, final=cfg.sparsity)
